@@ -1,0 +1,226 @@
+//! Access-token verification, done locally by every service against the auth service's JWKS.
+//!
+//! Keys are cached by `kid` and refetched when a token names an unknown one (at most once a second,
+//! so garbage `kid`s cannot turn into a request flood). Only EdDSA is accepted: `alg: none`, HMAC and
+//! any algorithm the key was not published for are refused before any signature check.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use chat_common::ApiError;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub sid: Uuid,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token was revoked")]
+    Revoked,
+    #[error("invalid access token: {0}")]
+    Invalid(&'static str),
+    #[error("cannot fetch signing keys: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> Self {
+        match e {
+            VerifyError::Expired => ApiError::token_expired(),
+            VerifyError::KeysUnavailable(d) => ApiError::unavailable(format!("cannot verify tokens now: {d}")),
+            other => ApiError::unauthorized(other.to_string()),
+        }
+    }
+}
+
+/// Where the public keys come from.
+#[derive(Clone)]
+pub enum KeySource {
+    /// `GET <url>` returning a JWK set (microservices: auth's `/.well-known/jwks.json`).
+    Url(String),
+    /// The auth service in the same process (all-in-one).
+    Local(Arc<dyn JwksProvider>),
+}
+
+pub trait JwksProvider: Send + Sync {
+    fn jwks(&self) -> JwkSet;
+}
+
+pub struct Verifier {
+    source: KeySource,
+    http: reqwest::Client,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: Mutex<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+    // Revoked login sessions, kept until the latest expiry of their access tokens.
+    revoked: RwLock<HashMap<Uuid, i64>>,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(source: KeySource) -> Arc<Self> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Arc::new(Verifier {
+            source,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .expect("http client"),
+            keys: RwLock::default(),
+            last_fetch: Mutex::default(),
+            fetching: tokio::sync::Mutex::default(),
+            revoked: RwLock::default(),
+            validation,
+        })
+    }
+
+    /// Verifies signature, algorithm, `kid`, expiry and revocation.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid("malformed token"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(VerifyError::Invalid("unsupported algorithm"));
+        }
+        let kid = header.kid.ok_or(VerifyError::Invalid("missing kid"))?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refresh_keys().await?;
+                self.key(&kid).ok_or(VerifyError::Invalid("unknown kid"))?
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => VerifyError::Expired,
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Invalid("bad signature"),
+                _ => VerifyError::Invalid("invalid token"),
+            }
+        })?;
+        if self.is_revoked(data.claims.sid) {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(data.claims)
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().expect("keys lock").get(kid).cloned()
+    }
+
+    /// Refetches the key set, at most once per second.
+    pub async fn refresh_keys(&self) -> Result<(), VerifyError> {
+        let _g = self.fetching.lock().await;
+        {
+            let last = self.last_fetch.lock().expect("lock");
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(());
+            }
+        }
+        let set = match &self.source {
+            KeySource::Local(p) => p.jwks(),
+            KeySource::Url(url) => {
+                let resp = self
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
+                if !resp.status().is_success() {
+                    return Err(VerifyError::KeysUnavailable(format!("JWKS answered {}", resp.status())));
+                }
+                resp.json::<JwkSet>().await.map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
+            }
+        };
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            if let (Some(kid), Ok(k)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)) {
+                keys.insert(kid, k);
+            }
+        }
+        *self.keys.write().expect("keys lock") = keys;
+        *self.last_fetch.lock().expect("lock") = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Marks a login session revoked until `until` (Unix seconds: the last expiry of its tokens).
+    pub fn revoke(&self, sid: Uuid, until: i64) {
+        let now = now_secs();
+        let mut r = self.revoked.write().expect("revoked lock");
+        r.retain(|_, exp| *exp >= now);
+        r.insert(sid, until);
+    }
+
+    pub fn is_revoked(&self, sid: Uuid) -> bool {
+        let r = self.revoked.read().expect("revoked lock");
+        !r.is_empty() && r.get(&sid).is_some_and(|exp| *exp >= now_secs())
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Consumes `session_revoked` events from the bus and records them, so every service refuses the
+/// session's access tokens within moments of the logout or reuse detection.
+pub fn spawn_revocation_listener(verifier: Arc<Verifier>, bus: &chat_bus::Bus) {
+    let (subs, mut rx) = bus.subscriber(256);
+    tokio::spawn(async move {
+        subs.subscribe(vec![chat_protocol::bus::topics::SESSIONS_REVOKED.to_string()]).await;
+        while let Some(d) = rx.recv().await {
+            if let chat_bus::Delivery::Message { payload, .. } = d
+                && let Some(env) = chat_protocol::bus::Envelope::decode(payload)
+                && let Some(sid) = env.header.session_id
+            {
+                verifier.revoke(sid, env.header.seq.unwrap_or(now_secs() + 86_400));
+            }
+        }
+        drop(subs);
+    });
+}
+
+/// The authenticated caller of a REST route. Handlers take this and never parse tokens themselves.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub claims: Claims,
+}
+
+/// Extracts the bearer token of an `Authorization` header.
+pub fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let verifier = Arc::<Verifier>::from_ref(state);
+        let claims = verifier.verify(token).await?;
+        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
+    }
+}

@@ -1,0 +1,50 @@
+//! Reading configuration from environment variables, with defaults and clear errors.
+
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {name}: {value:?} ({reason})")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// A variable that is set and not empty.
+pub fn env_opt(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub fn env_or(name: &str, default: &str) -> String {
+    env_opt(name).unwrap_or_else(|| default.to_string())
+}
+
+/// Parses a variable, or returns `default` when it is unset.
+pub fn env_parse<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_opt(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            name,
+            reason: e.to_string(),
+            value,
+        }),
+    }
+}
+
+/// Like `env_parse` but with a name given at run time (for per-service prefixes).
+pub fn env_parse_dyn<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_opt(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
+            name: "(see message)",
+            reason: format!("{name}: {e}"),
+            value,
+        }),
+    }
+}

@@ -1,0 +1,114 @@
+//! What services put on the bus: a small routing header plus the exact client frame, pre-serialized.
+//!
+//! Payload layout: `<header JSON>\n<frame JSON>`. Edges read the header to route and forward the frame
+//! bytes untouched, so an event is serialized once by its producer and never again per receiver.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Topic names. The same strings are Redis channels and NATS subjects.
+pub mod topics {
+    use uuid::Uuid;
+
+    /// Events of one conversation: message, message_updated, read, typing.
+    pub fn conversation(cid: Uuid) -> String {
+        format!("chat.conv.{cid}")
+    }
+    /// Events addressed to one user: conversation created/updated/member_added/member_removed.
+    pub fn user(uid: Uuid) -> String {
+        format!("chat.user.{uid}")
+    }
+    /// Presence transitions (online/offline), fanned out by each edge to users who share a conversation.
+    pub const PRESENCE: &str = "chat.presence";
+    /// Revoked login sessions: every verifier refuses their tokens; edges close with 4001.
+    pub const SESSIONS_REVOKED: &str = "chat.sessions.revoked";
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Message,
+    MessageUpdated,
+    Read,
+    Typing,
+    Conversation,
+    Presence,
+    SessionRevoked,
+}
+
+/// Routing facts an edge needs without parsing the frame.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventHeader {
+    pub kind: EventKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<Uuid>,
+    /// `message`: its seq (ordering and gap detection). `conversation`: the conversation's last_seq.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// The acting user (typing is not echoed to them) or the subject (presence, session owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// `session_revoked`: the revoked login session; `exp` bounds how long verifiers must remember it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
+    /// `conversation` events on a user topic: whether that user is (still) a member afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<bool>,
+    /// W3C trace context of the producing span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl EventHeader {
+    pub fn new(kind: EventKind) -> Self {
+        EventHeader {
+            kind,
+            conversation_id: None,
+            seq: None,
+            user_id: None,
+            session_id: None,
+            member: None,
+            traceparent: None,
+        }
+    }
+}
+
+/// A decoded bus payload: the header and the frame bytes (a zero-copy slice of the payload).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub header: EventHeader,
+    pub frame: Bytes,
+}
+
+impl Envelope {
+    pub fn encode(header: &EventHeader, frame: &str) -> Bytes {
+        let mut out = serde_json::to_vec(header).expect("headers always serialize");
+        out.reserve(frame.len() + 1);
+        out.push(b'\n');
+        out.extend_from_slice(frame.as_bytes());
+        Bytes::from(out)
+    }
+
+    pub fn decode(payload: Bytes) -> Option<Envelope> {
+        let nl = payload.iter().position(|b| *b == b'\n')?;
+        let header = serde_json::from_slice(&payload[..nl]).ok()?;
+        std::str::from_utf8(&payload[nl + 1..]).ok()?;
+        Some(Envelope { header, frame: payload.slice(nl + 1..) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trip() {
+        let mut h = EventHeader::new(EventKind::Message);
+        h.seq = Some(7);
+        let p = Envelope::encode(&h, r#"{"type":"x"}"#);
+        let e = Envelope::decode(p).unwrap();
+        assert_eq!(e.header, h);
+        assert_eq!(&e.frame[..], br#"{"type":"x"}"#);
+    }
+}

@@ -1,0 +1,9 @@
+//! Wire types of `API.md`: what clients see over REST and WebSocket, and what services put on the bus.
+
+pub mod bus;
+pub mod frames;
+pub mod time;
+pub mod types;
+
+pub use time::Timestamp;
+pub use types::*;

@@ -1,0 +1,110 @@
+//! The auth service: accounts, Ed25519-signed access tokens published as a JWKS, rotating refresh
+//! tokens with reuse detection, login throttling, and the user directory.
+
+pub mod accounts;
+pub mod config;
+mod error;
+pub mod keys;
+mod password;
+pub mod routes;
+pub mod store;
+
+pub use config::{Config, Limits};
+pub use error::Error;
+
+use axum::Router;
+use axum::extract::FromRef;
+use chat_authn::{KeySource, Verifier};
+use chat_bus::Bus;
+use chat_common::ops::ReadyCheck;
+use chat_db::Db;
+use std::sync::Arc;
+use std::time::Duration;
+
+static MIGRATIONS_PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub keys: keys::Keys,
+    pub hasher: password::Hasher,
+    pub bus: Bus,
+    pub verifier: Arc<Verifier>,
+    pub limits: Arc<Limits>,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(s: &AppState) -> Arc<Verifier> {
+        s.verifier.clone()
+    }
+}
+
+/// Connects the database, migrates, loads (or creates) the signing key.
+pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<AppState, Error> {
+    let db = Db::connect(&db).await?;
+    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let store = store::Store::new(db);
+    let keys = keys::Keys::load(&store, limits.access_ttl).await?;
+    let verifier = Verifier::new(KeySource::Local(Arc::new(keys.clone())));
+    for (sid, until) in store.revoked_sessions(chat_authn::now_secs()).await? {
+        verifier.revoke(sid, until);
+    }
+    Ok(AppState {
+        store,
+        keys,
+        hasher: password::Hasher::new(limits.hash_concurrency),
+        bus,
+        verifier,
+        limits: Arc::new(limits),
+    })
+}
+
+/// Background upkeep: reload keys (a rotation on another replica), purge old throttle events.
+pub fn spawn_background(s: &AppState) {
+    let s = s.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            if let Err(e) = s.keys.reload(&s.store, s.limits.access_ttl).await {
+                tracing::warn!(error = %e, "key reload failed");
+            }
+            let horizon = chat_protocol::Timestamp::now().0
+                - 1000 * s.limits.login_window_secs.max(s.limits.register_window_secs);
+            if let Err(e) = s.store.throttle_purge(horizon).await {
+                tracing::warn!(error = %e, "throttle purge failed");
+            }
+        }
+    });
+}
+
+pub fn public_router(s: &AppState) -> Router {
+    routes::public(s.clone())
+}
+
+pub fn internal_router(s: &AppState) -> Router {
+    routes::internal(s.clone())
+}
+
+pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
+    let db = s.store.db().clone();
+    vec![ReadyCheck::new("auth-database", move || {
+        let db = db.clone();
+        async move { db.ping().await }
+    })]
+}
+
+/// Runs the service until `shutdown`: public and internal routes on `listen`, admin on `admin_listen`.
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let state = build(cfg.database.clone(), cfg.limits.clone(), bus.clone()).await?;
+    spawn_background(&state);
+    let mut checks = ready_checks(&state);
+    checks.push(chat_common::ops::bus_check(bus));
+    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    chat_common::server::serve_service(&cfg.listen, "AUTH_LISTEN", app, &cfg.admin_listen, "AUTH_ADMIN_LISTEN", checks, shutdown)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+}

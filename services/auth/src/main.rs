@@ -1,1 +1,25 @@
-fn main() {}
+//! `chat-auth`: the auth service binary.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cfg = match chat_auth::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-auth: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::env::args().any(|a| a == "--health-check") {
+        return chat_common::ops::health_check(&cfg.admin_listen);
+    }
+    chat_telemetry::init_tracing("chat-auth", chat_telemetry::LogFormat::from_env());
+    match chat_auth::run(cfg, chat_common::server::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "chat-auth failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -188,7 +188,7 @@ pub fn spawn_revocation_listener(verifier: Arc<Verifier>, bus: &chat_bus::Bus) {
                 && let Some(env) = chat_protocol::bus::Envelope::decode(payload)
                 && let Some(sid) = env.header.session_id
             {
-                verifier.revoke(sid, env.header.seq.unwrap_or(now_secs() + 86_400));
+                verifier.revoke(sid, env.header.until.unwrap_or(now_secs() + 86_400));
             }
         }
         drop(subs);

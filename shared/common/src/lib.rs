@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod server;
+pub mod validate;
 
 pub use error::{ApiError, ApiResult};
 pub use extract::{ApiJson, ApiQuery, path_uuid};

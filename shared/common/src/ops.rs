@@ -100,3 +100,11 @@ pub fn health_check(admin_addr: &str) -> std::process::ExitCode {
         _ => std::process::ExitCode::FAILURE,
     }
 }
+
+/// Readiness of the event bus.
+pub fn bus_check(bus: chat_bus::Bus) -> ReadyCheck {
+    ReadyCheck::new("bus", move || {
+        let bus = bus.clone();
+        async move { bus.ping().await.map_err(|e| e.to_string()) }
+    })
+}

@@ -86,3 +86,30 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+/// Serves a service: `app` on its public listener, the admin router on the admin listener; both stop
+/// when `shutdown` resolves.
+pub async fn serve_service(
+    listen: &str,
+    listen_var: &str,
+    app: Router,
+    admin: &str,
+    admin_var: &str,
+    checks: Vec<crate::ops::ReadyCheck>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let public = bind(listen, listen_var).await?;
+    let admin_l = bind(admin, admin_var).await?;
+    tracing::info!(public = %public.local_addr()?, admin = %admin_l.local_addr()?, "listening");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let admin_task = tokio::spawn(serve(admin_l, crate::ops::admin_router(checks), wait(rx.clone())));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    serve(public, app, wait(rx)).await?;
+    admin_task.await.map_err(std::io::Error::other)?
+}

@@ -52,6 +52,9 @@ pub struct EventHeader {
     /// `session_revoked`: the revoked login session; `exp` bounds how long verifiers must remember it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<Uuid>,
+    /// `session_revoked`: Unix seconds until which the session's access tokens could still be valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
     /// `conversation` events on a user topic: whether that user is (still) a member afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<bool>,
@@ -68,6 +71,7 @@ impl EventHeader {
             seq: None,
             user_id: None,
             session_id: None,
+            until: None,
             member: None,
             traceparent: None,
         }

@@ -1,0 +1,232 @@
+//! Account rules: registration, login with throttling, token issue, refresh rotation with reuse
+//! detection, logout and session revocation.
+
+use crate::AppState;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chat_authn::Claims;
+use chat_common::{ApiError, ApiResult, validate};
+use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
+use chat_protocol::{Timestamp, TokenResponse, User};
+use std::net::{IpAddr, SocketAddr};
+use uuid::Uuid;
+
+/// The client's address: the socket peer, or `X-Forwarded-For` when the peer is a trusted proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let trusted = &s.limits.trusted_proxies;
+        let Some(peer) = peer else { return Ok(ClientAddr(None)) };
+        if !trusted.contains(&peer) {
+            return Ok(ClientAddr(Some(peer)));
+        }
+        // Walk X-Forwarded-For from the right: the first address not itself a trusted proxy is the client.
+        let xff: Vec<IpAddr> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        let client = xff.iter().rev().find(|ip| !trusted.contains(ip)).copied().unwrap_or(peer);
+        Ok(ClientAddr(Some(client)))
+    }
+}
+
+fn valid_username(u: &str) -> Result<(), ApiError> {
+    let n = u.chars().count();
+    if !(3..=32).contains(&n) || !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(ApiError::validation("`username` must be 3-32 characters of a-z A-Z 0-9 _ . -"));
+    }
+    Ok(())
+}
+
+pub async fn register(
+    s: &AppState,
+    addr: ClientAddr,
+    username: &str,
+    password: String,
+    display_name: Option<String>,
+) -> ApiResult<TokenResponse> {
+    valid_username(username)?;
+    validate::text("password", &password, 8, 256)?;
+    if let Some(d) = &display_name {
+        validate::text("display_name", d, 1, 64)?;
+    }
+    let ip_key = addr.0.map(|ip| format!("reg:{ip}"));
+    if let Some(k) = &ip_key {
+        throttle(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;
+    }
+    let username = username.to_ascii_lowercase();
+    let hash = s.hasher.hash(password).await?;
+    let user = User {
+        id: Uuid::now_v7(),
+        display_name: display_name.unwrap_or_else(|| username.clone()),
+        username,
+        created_at: Timestamp::now(),
+    };
+    if !s.store.create_user(&user, &hash).await.map_err(crate::Error::from)? {
+        return Err(ApiError::conflict("username_taken", "that username is taken"));
+    }
+    if let Some(k) = &ip_key {
+        s.store.throttle_add(k).await.map_err(crate::Error::from)?;
+    }
+    metrics::counter!("auth_registrations_total").increment(1);
+    issue_session(s, user).await
+}
+
+pub async fn login(s: &AppState, addr: ClientAddr, username: &str, password: String) -> ApiResult<TokenResponse> {
+    if username.contains('\0') || password.contains('\0') {
+        return Err(ApiError::validation("fields must not contain NUL"));
+    }
+    let username = username.to_ascii_lowercase();
+    let user_key = format!("login:u:{username}");
+    let ip_key = addr.0.map(|ip| format!("login:ip:{ip}"));
+    throttle(s, &user_key, s.limits.login_failures_per_user, s.limits.login_window_secs).await?;
+    if let Some(k) = &ip_key {
+        throttle(s, k, s.limits.login_failures_per_ip, s.limits.login_window_secs).await?;
+    }
+    let found = s.store.user_with_hash(&username).await.map_err(crate::Error::from)?;
+    let (user, hash) = match found {
+        Some((u, h)) => (Some(u), Some(h)),
+        None => (None, None),
+    };
+    let ok = s.hasher.verify(password, hash).await?;
+    match user {
+        Some(user) if ok => {
+            s.store.throttle_clear(&user_key).await.map_err(crate::Error::from)?;
+            issue_session(s, user).await
+        }
+        _ => {
+            metrics::counter!("auth_login_failures_total").increment(1);
+            s.store.throttle_add(&user_key).await.map_err(crate::Error::from)?;
+            if let Some(k) = &ip_key {
+                s.store.throttle_add(k).await.map_err(crate::Error::from)?;
+            }
+            Err(ApiError::unauthorized("wrong username or password"))
+        }
+    }
+}
+
+/// 429 once `limit` events of `key` happened within the window; `Retry-After` is when the oldest leaves it.
+async fn throttle(s: &AppState, key: &str, limit: i64, window_secs: i64) -> ApiResult<()> {
+    let now = Timestamp::now().0;
+    let window_ms = window_secs * 1000;
+    let (n, oldest) = s.store.throttle_count(key, now - window_ms).await.map_err(crate::Error::from)?;
+    if n >= limit {
+        let retry = oldest.map(|o| (o + window_ms - now) / 1000 + 1).unwrap_or(window_secs);
+        return Err(ApiError::rate_limited(retry.max(1) as u64));
+    }
+    Ok(())
+}
+
+fn new_refresh_token() -> Result<String, crate::Error> {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
+/// Refresh tokens are stored only as SHA-256 hashes: a database leak does not leak live tokens.
+fn hash_token(t: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn access_token(s: &AppState, user: Uuid, sid: Uuid) -> Result<(String, i64), crate::Error> {
+    let iat = chat_authn::now_secs();
+    let exp = iat + s.limits.access_ttl;
+    let claims = Claims { sub: user, sid, iat, exp, jti: Uuid::new_v4().to_string() };
+    Ok((s.keys.sign(&claims)?, exp))
+}
+
+async fn issue_session(s: &AppState, user: User) -> ApiResult<TokenResponse> {
+    let sid = Uuid::now_v7();
+    let (access, exp) = access_token(s, user.id, sid)?;
+    let refresh = new_refresh_token()?;
+    let refresh_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
+    s.store
+        .create_session(sid, user.id, exp, &hash_token(&refresh), refresh_exp)
+        .await
+        .map_err(crate::Error::from)?;
+    Ok(token_response(s, user, access, refresh))
+}
+
+fn token_response(s: &AppState, user: User, access: String, refresh: String) -> TokenResponse {
+    TokenResponse {
+        user,
+        access_token: access,
+        refresh_token: refresh,
+        token_type: "Bearer".into(),
+        expires_in: s.limits.access_ttl,
+    }
+}
+
+pub async fn refresh(s: &AppState, token: &str) -> ApiResult<TokenResponse> {
+    let invalid = || ApiError::unauthorized("invalid refresh token");
+    if token.len() != 43 {
+        return Err(invalid());
+    }
+    let hash = hash_token(token);
+    let row = s.store.refresh_token(&hash).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
+    if row.session_revoked {
+        return Err(invalid());
+    }
+    if row.used {
+        // Reuse of a rotated token: someone holds a copy. Revoke the whole login session.
+        tracing::warn!(session = %row.session_id, "refresh token reuse detected; revoking session");
+        revoke(s, row.session_id).await?;
+        return Err(invalid());
+    }
+    if row.expires_at < Timestamp::now().0 {
+        return Err(invalid());
+    }
+    let user = s.store.user(row.user_id).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
+    let (access, exp) = access_token(s, user.id, row.session_id)?;
+    let new = new_refresh_token()?;
+    let new_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
+    let rotated = s
+        .store
+        .rotate_refresh(&hash, &hash_token(&new), row.session_id, new_exp, exp)
+        .await
+        .map_err(crate::Error::from)?;
+    if !rotated {
+        // Lost a race with another use of the same token: that is reuse too.
+        revoke(s, row.session_id).await?;
+        return Err(invalid());
+    }
+    Ok(token_response(s, user, access, new))
+}
+
+pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {
+    if token.len() != 43 {
+        return Ok(());
+    }
+    if let Some(row) = s.store.refresh_token(&hash_token(token)).await.map_err(crate::Error::from)? {
+        revoke(s, row.session_id).await?;
+    }
+    Ok(())
+}
+
+/// Revokes a session and tells every service (verifiers refuse its tokens; edges close with 4001).
+pub async fn revoke(s: &AppState, sid: Uuid) -> ApiResult<()> {
+    if let Some(access_exp) = s.store.revoke_session(sid).await.map_err(crate::Error::from)? {
+        s.verifier.revoke(sid, access_exp);
+        let mut h = EventHeader::new(EventKind::SessionRevoked);
+        h.session_id = Some(sid);
+        h.until = Some(access_exp);
+        let payload = Envelope::encode(&h, "{}");
+        if let Err(e) = s.bus.publish(topics::SESSIONS_REVOKED, payload).await {
+            // Other services also poll /internal/v1/revoked-sessions, so this is delayed, not lost.
+            tracing::warn!(error = %e, "could not publish session revocation");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! All SQL of the auth service (portable between PostgreSQL and SQLite; see `chat-db`).
+
+use chat_db::Db;
+use chat_protocol::{Timestamp, User};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+pub struct KeyRow {
+    pub kid: String,
+    pub private_der: String,
+    pub public_x: String,
+    pub created_at: i64,
+}
+
+pub struct RefreshRow {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub expires_at: i64,
+    pub used: bool,
+    pub session_revoked: bool,
+}
+
+fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn user_from(row: &AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: uuid_col(row, "id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+macro_rules! user_cols {
+    () => {
+        "id, username, display_name, created_at"
+    };
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    // --- signing keys ---
+
+    pub async fn active_key(&self) -> Result<Option<KeyRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT kid, private_der, public_x, created_at FROM signing_keys \
+             WHERE retired_at IS NULL ORDER BY created_at DESC, kid DESC LIMIT 1",
+        )
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|r| key_from(&r)).transpose()
+    }
+
+    pub async fn insert_key(&self, k: &KeyRow) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, public_x, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&k.kid)
+            .bind(&k.private_der)
+            .bind(&k.public_x)
+            .bind(k.created_at)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn retire_keys_except(&self, kid: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL")
+            .bind(Timestamp::now().0)
+            .bind(kid)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Keys that may still verify a live token: active ones and those retired after `since_ms`.
+    pub async fn published_keys(&self, since_ms: i64) -> Result<Vec<KeyRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT kid, private_der, public_x, created_at FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(key_from).collect()
+    }
+
+    // --- users ---
+
+    /// Returns false when the username is taken.
+    pub async fn create_user(&self, user: &User, password_hash: &str) -> Result<bool, sqlx::Error> {
+        let r = sqlx::query(
+            "INSERT INTO users (id, username, display_name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (username) DO NOTHING",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.username)
+        .bind(&user.display_name)
+        .bind(password_hash)
+        .bind(user.created_at.0)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String)>, sqlx::Error> {
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), ", password_hash FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+    }
+
+    pub async fn user(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    /// Username prefix search in code-point order, served by the username index as a range scan.
+    pub async fn search(&self, prefix: &str, limit: i64) -> Result<Vec<User>, sqlx::Error> {
+        let rows = match upper_bound(prefix) {
+            Some(upper) if !prefix.is_empty() => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    user_cols!(),
+                    " FROM users WHERE username >= $1 AND username < $2 ORDER BY username LIMIT $3"
+                ))
+                .bind(prefix)
+                .bind(upper)
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+                .await?
+            }
+            _ => {
+                sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE username >= $1 ORDER BY username LIMIT $2"))
+                .bind(prefix)
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+                .await?
+            }
+        };
+        rows.iter().map(user_from).collect()
+    }
+
+    /// Which of `ids` are existing users.
+    pub async fn existing(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+        let mut found = Vec::with_capacity(ids.len());
+        // Chunked IN lists: portable and bounded in parameter count.
+        for chunk in ids.chunks(200) {
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT id FROM users WHERE id IN ({})", params.join(", "));
+            // Only generated placeholders are interpolated; values are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for row in q.fetch_all(&self.db.pool).await? {
+                found.push(uuid_col(&row, "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    // --- sessions and refresh tokens ---
+
+    pub async fn create_session(
+        &self,
+        sid: Uuid,
+        user_id: Uuid,
+        access_exp: i64,
+        refresh_hash: &str,
+        refresh_expires: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at, access_exp) VALUES ($1, $2, $3, $4)")
+            .bind(sid.to_string())
+            .bind(user_id.to_string())
+            .bind(Timestamp::now().0)
+            .bind(access_exp)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(refresh_hash)
+            .bind(sid.to_string())
+            .bind(refresh_expires)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    pub async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT r.session_id, s.user_id, r.expires_at, r.used_at, s.revoked_at \
+             FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RefreshRow {
+                session_id: uuid_col(&r, "session_id")?,
+                user_id: uuid_col(&r, "user_id")?,
+                expires_at: r.try_get("expires_at")?,
+                used: r.try_get::<Option<i64>, _>("used_at")?.is_some(),
+                session_revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Rotates a refresh token: marks `old` used and stores `new`, atomically. Returns false if `old`
+    /// was used meanwhile (a racing reuse), in which case nothing changes.
+    pub async fn rotate_refresh(
+        &self,
+        old: &str,
+        new: &str,
+        sid: Uuid,
+        new_expires: i64,
+        access_exp: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let r = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+            .bind(Timestamp::now().0)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(new)
+            .bind(sid.to_string())
+            .bind(new_expires)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE sessions SET access_exp = $1 WHERE id = $2 AND access_exp < $1")
+            .bind(access_exp)
+            .bind(sid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Revokes a session; returns the latest access-token expiry if it was live until now.
+    pub async fn revoke_session(&self, sid: Uuid) -> Result<Option<i64>, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL RETURNING access_exp",
+        )
+        .bind(Timestamp::now().0)
+        .bind(sid.to_string())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|r| r.try_get("access_exp")).transpose()
+    }
+
+    /// Sessions revoked whose access tokens may still be unexpired (for verifiers that start late).
+    pub async fn revoked_sessions(&self, now_secs: i64) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id, access_exp FROM sessions WHERE revoked_at IS NOT NULL AND access_exp >= $1")
+            .bind(now_secs)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("access_exp")?))).collect()
+    }
+
+    // --- throttling ---
+
+    /// Events of `key` since `since_ms`: their count and the oldest time.
+    pub async fn throttle_count(&self, key: &str, since_ms: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM throttle_events WHERE key = $1 AND at > $2")
+            .bind(key)
+            .bind(since_ms)
+            .fetch_one(&self.db.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    pub async fn throttle_add(&self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO throttle_events (key, at) VALUES ($1, $2)")
+            .bind(key)
+            .bind(Timestamp::now().0)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn throttle_clear(&self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM throttle_events WHERE key = $1").bind(key).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    pub async fn throttle_purge(&self, before_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM throttle_events WHERE at < $1").bind(before_ms).execute(&self.db.pool).await?;
+        Ok(())
+    }
+}
+
+fn key_from(r: &AnyRow) -> Result<KeyRow, sqlx::Error> {
+    Ok(KeyRow {
+        kid: r.try_get("kid")?,
+        private_der: r.try_get("private_der")?,
+        public_x: r.try_get("public_x")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// The smallest string greater than every string starting with `prefix` (None if there is none).
+fn upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(last as u32 + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}

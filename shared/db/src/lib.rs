@@ -1,0 +1,130 @@
+//! One pool type (`sqlx::AnyPool`) over PostgreSQL and SQLite, so each store writes its SQL once.
+//!
+//! The SQL is kept portable (`$n` placeholders, `RETURNING`, `ON CONFLICT`); ids are UUID text and
+//! times are Unix milliseconds (BIGINT), which both engines index and compare identically. Where the
+//! engines truly differ (row locks, migrations' DDL) the store asks `Db::backend`.
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported DATABASE_URL {0:?} (expected postgres:// or sqlite://)")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// How to connect: the URL, an optional PostgreSQL schema (created if missing, then used as the
+/// search path: lets several services or tests share one database), and the pool size.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    pub schema: Option<String>,
+    pub max_connections: u32,
+}
+
+impl Db {
+    pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
+        sqlx::any::install_default_drivers();
+        let backend = if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if cfg.url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(DbError::BadUrl(cfg.url.clone()));
+        };
+        if let Some(schema) = &cfg.schema
+            && !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(DbError::BadUrl(format!("schema {schema:?} must be [A-Za-z0-9_]")));
+        }
+        let schema = cfg.schema.clone().filter(|_| backend == Backend::Postgres);
+        if let Some(s) = &schema {
+            // Create the schema once on a plain connection before the pool sets it as search path.
+            let opts = AnyConnectOptions::from_str(&cfg.url)?;
+            let pool = AnyPoolOptions::new().max_connections(1).connect_with(opts).await?;
+            pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))).await?;
+            pool.close().await;
+        }
+        let opts = AnyConnectOptions::from_str(&cfg.url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { cfg.max_connections.min(8) } else { cfg.max_connections })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match backend {
+                        Backend::Postgres => {
+                            if let Some(s) = schema {
+                                conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO \"{s}\""))).await?;
+                            }
+                        }
+                        // WAL lets readers run beside the one writer; busy_timeout makes writers queue
+                        // instead of failing; transactions begin with a write so the wait applies.
+                        Backend::Sqlite => {
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+                                 PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+                            )
+                            .await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Runs the migrations for this backend. On PostgreSQL sqlx holds an advisory lock while it
+    /// migrates, so replicas starting together apply each migration exactly once.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), DbError> {
+        match self.backend {
+            Backend::Postgres => postgres.run(&self.pool).await?,
+            Backend::Sqlite => sqlite.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip for `/readyz`.
+    pub async fn ping(&self) -> Result<(), String> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// Whether an error is a unique-constraint violation (by kind, never by message text).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+/// Whether an error means the database cannot be reached right now (answer 503, not 500).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+}
+
+/// For SQLite files: makes sure the parent directory exists and the file may be created.
+pub fn sqlite_url_for(path: &std::path::Path) -> String {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    format!("sqlite://{}?mode=rwc", path.display())
+}

@@ -1,0 +1,95 @@
+//! The message-store service: conversations and members, messages with a gapless per-conversation
+//! seq, idempotent sends, read state, and a transactional outbox that publishes every change on the bus.
+
+pub mod config;
+pub mod directory;
+mod error;
+pub mod events;
+pub mod outbox;
+pub mod routes;
+pub mod service;
+pub mod store;
+
+pub use config::Config;
+pub use error::Error;
+
+use axum::Router;
+use axum::extract::FromRef;
+use chat_authn::{KeySource, Verifier};
+use chat_bus::Bus;
+use chat_common::ops::ReadyCheck;
+use chat_db::Db;
+use directory::UserDirectory;
+use std::sync::Arc;
+
+static MIGRATIONS_PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: store::Store,
+    pub outbox: outbox::Outbox,
+    pub verifier: Arc<Verifier>,
+    pub directory: Arc<dyn UserDirectory>,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(s: &AppState) -> Arc<Verifier> {
+        s.verifier.clone()
+    }
+}
+
+/// Connects and migrates the database and starts the outbox relay.
+pub async fn build(
+    db: &chat_db::DbConfig,
+    bus: Bus,
+    verifier: Arc<Verifier>,
+    directory: Arc<dyn UserDirectory>,
+) -> Result<AppState, Error> {
+    let db = Db::connect(db).await?;
+    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let store = store::Store::new(db);
+    let outbox = outbox::Outbox::start(store.clone(), bus);
+    Ok(AppState { store, outbox, verifier, directory })
+}
+
+pub fn public_router(s: &AppState) -> Router {
+    routes::public(s.clone())
+}
+
+pub fn internal_router(s: &AppState) -> Router {
+    routes::internal(s.clone())
+}
+
+pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
+    let db = s.store.db().clone();
+    vec![ReadyCheck::new("message-store-database", move || {
+        let db = db.clone();
+        async move { db.ping().await }
+    })]
+}
+
+/// Runs the service until `shutdown`.
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let auth = cfg.auth_url.trim_end_matches('/').to_string();
+    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
+    let directory = Arc::new(directory::HttpDirectory::new(&auth));
+    let state = build(&cfg.database, bus.clone(), verifier, directory).await?;
+    let mut checks = ready_checks(&state);
+    checks.push(chat_common::ops::bus_check(bus));
+    checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));
+    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    chat_common::server::serve_service(
+        &cfg.listen,
+        "MESSAGE_STORE_LISTEN",
+        app,
+        &cfg.admin_listen,
+        "MESSAGE_STORE_ADMIN_LISTEN",
+        checks,
+        shutdown,
+    )
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))
+}

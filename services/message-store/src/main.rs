@@ -1,1 +1,25 @@
-fn main() {}
+//! `chat-message-store`: the auth service binary.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cfg = match chat_message_store::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat-message-store: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::env::args().any(|a| a == "--health-check") {
+        return chat_common::ops::health_check(&cfg.admin_listen);
+    }
+    chat_telemetry::init_tracing("chat-message-store", chat_telemetry::LogFormat::from_env());
+    match chat_message_store::run(cfg, chat_common::server::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "chat-message-store failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -108,3 +108,21 @@ pub fn bus_check(bus: chat_bus::Bus) -> ReadyCheck {
         async move { bus.ping().await.map_err(|e| e.to_string()) }
     })
 }
+
+/// Readiness of a peer service: its URL answers 2xx.
+pub fn http_check(name: &'static str, url: String) -> ReadyCheck {
+    ReadyCheck::new(name, move || {
+        let url = url.clone();
+        async move {
+            let addr = url.strip_prefix("http://").ok_or("only http:// peers are checked")?;
+            let (hostport, path) = addr.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((addr, "/".into()));
+            let mut s = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 12];
+            s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            if buf.starts_with(b"HTTP/1.1 2") { Ok(()) } else { Err(format!("{name} answered {}", String::from_utf8_lossy(&buf))) }
+        }
+    })
+}

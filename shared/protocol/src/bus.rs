@@ -15,10 +15,9 @@ pub mod topics {
     pub fn conversation(cid: Uuid) -> String {
         format!("chat.conv.{cid}")
     }
-    /// Events addressed to one user: conversation created/updated/member_added/member_removed.
-    pub fn user(uid: Uuid) -> String {
-        format!("chat.user.{uid}")
-    }
+    /// Conversation changes (created, updated, member_added, member_removed), to every edge: the header
+    /// lists the recipients, so one publish serves a 1000-member group and edges learn memberships.
+    pub const CONVERSATIONS: &str = "chat.conversations";
     /// Presence transitions (online/offline), fanned out by each edge to users who share a conversation.
     pub const PRESENCE: &str = "chat.presence";
     /// Revoked login sessions: every verifier refuses their tokens; edges close with 4001.
@@ -55,9 +54,12 @@ pub struct EventHeader {
     /// `session_revoked`: Unix seconds until which the session's access tokens could still be valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<i64>,
-    /// `conversation` events on a user topic: whether that user is (still) a member afterwards.
+    /// `conversation` events: the members after the change (they receive the frame).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Uuid>,
+    /// `conversation` `member_removed`: the removed user (receives the frame, then nothing more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member: Option<bool>,
+    pub removed: Option<Uuid>,
     /// W3C trace context of the producing span.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -72,7 +74,8 @@ impl EventHeader {
             user_id: None,
             session_id: None,
             until: None,
-            member: None,
+            members: Vec::new(),
+            removed: None,
             traceparent: None,
         }
     }

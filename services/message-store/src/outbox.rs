@@ -1,0 +1,61 @@
+//! The outbox relay: publishes committed events on the bus, in commit order, and keeps them while
+//! the bus is down. Woken right after each commit, and every 500 ms in case another replica wrote.
+
+use crate::store::{RelayError, Store};
+use bytes::Bytes;
+use chat_bus::Bus;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// Starts the relay task.
+    pub fn start(store: Store, bus: Bus) -> Outbox {
+        let wake = Arc::new(Notify::new());
+        tokio::spawn(relay(store, bus, wake.clone()));
+        Outbox { wake }
+    }
+
+    /// Called after a commit that wrote outbox rows.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+}
+
+async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let r = store
+            .relay_outbox(256, |topic, payload| {
+                let bus = bus.clone();
+                async move { bus.publish(&topic, Bytes::from(payload)).await.map_err(|e| e.to_string()) }
+            })
+            .await;
+        match r {
+            // A full batch: more may be waiting.
+            Ok(Some(n)) if n >= 256 => continue,
+            Ok(Some(_)) => {
+                backoff = Duration::from_millis(50);
+                let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+            }
+            // Another replica is relaying; look again soon.
+            Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => {
+                if let RelayError::Publish(_) = e {
+                    metrics::counter!("outbox_publish_failures_total").increment(1);
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay paused");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        if let Ok(depth) = store.outbox_depth().await {
+            metrics::gauge!("outbox_depth").set(depth as f64);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! HTTP handlers of the message-store: thin wrappers over `service`.
+
+use crate::AppState;
+use crate::service::{self, NewConversation};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chat_authn::AuthUser;
+use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult, path_uuid, validate};
+use chat_protocol::{Conversation, Message, MessagePage, NewMessage};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+type Query = ApiQuery<HashMap<String, String>>;
+
+pub fn public(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/conversations", post(create).get(list))
+        .route("/v1/conversations/{cid}", get(get_one))
+        .route("/v1/conversations/{cid}/messages", post(send).get(history))
+        .route("/v1/conversations/{cid}/read", post(read))
+        .with_state(state)
+}
+
+/// Routes for ws-edge only: the edge has authenticated the user already.
+pub fn internal(state: AppState) -> Router {
+    Router::new()
+        .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
+        .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
+        .route("/internal/v1/conversations/{cid}/read", post(internal_read))
+        .with_state(state)
+}
+
+async fn create(
+    State(s): State<AppState>,
+    who: AuthUser,
+    ApiJson(b): ApiJson<NewConversation>,
+) -> ApiResult<impl IntoResponse> {
+    let (c, created) = service::create(&s, who.user_id, b).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(c)))
+}
+
+async fn list(State(s): State<AppState>, who: AuthUser, ApiQuery(q): Query) -> ApiResult<impl IntoResponse> {
+    let limit = validate::limit(q.get("limit").map(String::as_str), 20, 1, 100)?;
+    Ok(ApiJson(service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?))
+}
+
+async fn get_one(State(s): State<AppState>, who: AuthUser, Path(cid): Path<String>) -> ApiResult<ApiJson<Conversation>> {
+    Ok(ApiJson(service::get(&s, who.user_id, path_uuid(&cid)?).await?))
+}
+
+fn sent(r: (Message, bool)) -> impl IntoResponse {
+    (if r.1 { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(r.0))
+}
+
+async fn send(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<NewMessage>,
+) -> ApiResult<impl IntoResponse> {
+    let cid = path_uuid(&cid)?;
+    Ok(sent(service::send(&s, who.user_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
+}
+
+fn seq_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
+    q.get(name)
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::validation(format!("`{name}` must be an integer"))))
+        .transpose()
+}
+
+async fn history(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+    ApiQuery(q): Query,
+) -> ApiResult<ApiJson<MessagePage>> {
+    let cid = path_uuid(&cid)?;
+    let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
+    let page = service::history(&s, who.user_id, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
+    Ok(ApiJson(page.await?))
+}
+
+#[derive(Deserialize)]
+struct ReadBody {
+    seq: i64,
+}
+
+async fn read(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<ReadBody>,
+) -> ApiResult<StatusCode> {
+    service::read(&s, who.user_id, path_uuid(&cid)?, b.seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- internal ---
+
+#[derive(Serialize, Deserialize)]
+pub struct ConversationSeq {
+    pub id: Uuid,
+    pub last_seq: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct UserConversations {
+    pub conversations: Vec<ConversationSeq>,
+}
+
+async fn user_conversations(State(s): State<AppState>, Path(uid): Path<String>) -> ApiResult<ApiJson<UserConversations>> {
+    let list = service::user_conversations(&s, path_uuid(&uid)?).await?;
+    Ok(ApiJson(UserConversations {
+        conversations: list.into_iter().map(|(id, last_seq)| ConversationSeq { id, last_seq }).collect(),
+    }))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct InternalSend {
+    pub sender_id: Uuid,
+    pub body: String,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+async fn internal_send(
+    State(s): State<AppState>,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<InternalSend>,
+) -> ApiResult<impl IntoResponse> {
+    let cid = path_uuid(&cid)?;
+    Ok(sent(service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
+}
+
+async fn internal_history(
+    State(s): State<AppState>,
+    Path(cid): Path<String>,
+    ApiQuery(q): Query,
+) -> ApiResult<ApiJson<MessagePage>> {
+    let cid = path_uuid(&cid)?;
+    let user = q.get("user_id").and_then(|u| Uuid::parse_str(u).ok()).ok_or_else(|| ApiError::validation("`user_id` required"))?;
+    let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
+    let page = service::history(&s, user, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
+    Ok(ApiJson(page.await?))
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct InternalRead {
+    pub user_id: Uuid,
+    pub seq: i64,
+}
+
+async fn internal_read(
+    State(s): State<AppState>,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<InternalRead>,
+) -> ApiResult<StatusCode> {
+    service::read(&s, b.user_id, path_uuid(&cid)?, b.seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,168 @@
+//! The message-store's rules, independent of HTTP: used by the public routes, the internal routes
+//! and, in the all-in-one binary, directly by ws-edge.
+
+use crate::AppState;
+use crate::store::{Page, Sent};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chat_common::{ApiError, ApiResult, validate};
+use chat_protocol::{Conversation, ConversationKind, ConversationPage, Message, MessagePage, Role};
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub const MAX_MEMBERS: usize = 1000;
+
+fn db(e: sqlx::Error) -> ApiError {
+    crate::Error::from(e).into()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewConversation {
+    pub kind: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub members: Vec<Uuid>,
+}
+
+/// Creates a conversation; `false` means an existing direct conversation was returned.
+pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResult<(Conversation, bool)> {
+    let kind = ConversationKind::parse(&req.kind)
+        .ok_or_else(|| ApiError::validation("`kind` must be \"direct\" or \"group\""))?;
+    let mut others: Vec<Uuid> = Vec::with_capacity(req.members.len());
+    for m in req.members {
+        if m != caller && !others.contains(&m) {
+            others.push(m);
+        }
+    }
+    let (title, members) = match kind {
+        ConversationKind::Direct => {
+            if others.len() != 1 {
+                return Err(ApiError::validation("a direct conversation has exactly one other member"));
+            }
+            (None, vec![(caller, Role::Member), (others[0], Role::Member)])
+        }
+        ConversationKind::Group => {
+            let title = req.title.ok_or_else(|| ApiError::validation("a group needs a `title`"))?;
+            validate::text("title", &title, 1, 128)?;
+            if others.len() + 1 > MAX_MEMBERS {
+                return Err(ApiError::validation(format!("a group has at most {MAX_MEMBERS} members")));
+            }
+            let mut m = vec![(caller, Role::Owner)];
+            m.extend(others.iter().map(|u| (*u, Role::Member)));
+            (Some(title), m)
+        }
+    };
+    if !others.is_empty() {
+        let found = s.directory.existing(&others).await.map_err(ApiError::unavailable)?;
+        if let Some(missing) = others.iter().find(|u| !found.contains(u)) {
+            return Err(ApiError::validation(format!("unknown user {missing}")));
+        }
+    }
+    let (id, created) = s.store.create_conversation(kind, title.as_deref(), &members).await.map_err(db)?;
+    if created {
+        s.outbox.notify();
+    }
+    let conv = s.store.conversation(id, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    Ok((conv, created))
+}
+
+/// The conversation if `caller` is a member; 404 otherwise (no existence leak).
+pub async fn get(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Conversation> {
+    s.store.conversation(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn list(s: &AppState, caller: Uuid, limit: i64, cursor: Option<&str>) -> ApiResult<ConversationPage> {
+    let after = cursor.map(decode_cursor).transpose()?;
+    let mut rows = s.store.list(caller, after, limit + 1).await.map_err(db)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|(c, act)| URL_SAFE_NO_PAD.encode(format!("{act}:{}", c.id)))
+    } else {
+        None
+    };
+    Ok(ConversationPage { conversations: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
+}
+
+fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::validation("undecodable `cursor`");
+    let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (act, id) = raw.split_once(':').ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((act.parse().map_err(|_| bad())?, id.to_string()))
+}
+
+async fn require_member(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Role> {
+    s.store.role(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
+}
+
+/// Stores a message; `true` if new, `false` for an idempotent retry.
+pub async fn send(
+    s: &AppState,
+    caller: Uuid,
+    cid: Uuid,
+    body: &str,
+    client_msg_id: Option<&str>,
+) -> ApiResult<(Message, bool)> {
+    validate::text("body", body, 1, 4000)?;
+    if let Some(c) = client_msg_id {
+        validate::text("client_msg_id", c, 1, 64)?;
+    }
+    require_member(s, caller, cid).await?;
+    let start = std::time::Instant::now();
+    let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;
+    metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
+    match r {
+        Sent::Created(m) => {
+            s.outbox.notify();
+            metrics::counter!("messages_stored_total").increment(1);
+            Ok((m, true))
+        }
+        Sent::Existing(m) => Ok((m, false)),
+    }
+}
+
+pub async fn history(
+    s: &AppState,
+    caller: Uuid,
+    cid: Uuid,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: i64,
+) -> ApiResult<MessagePage> {
+    require_member(s, caller, cid).await?;
+    history_unchecked(s, cid, after, before, limit).await
+}
+
+/// History without a membership check (internal callers have checked already).
+pub async fn history_unchecked(
+    s: &AppState,
+    cid: Uuid,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: i64,
+) -> ApiResult<MessagePage> {
+    let page = match (after, before) {
+        (Some(_), Some(_)) => return Err(ApiError::validation("give `before_seq` or `after_seq`, not both")),
+        (Some(a), None) => Page::After(a),
+        (None, Some(b)) => Page::Before(b),
+        (None, None) => Page::Latest,
+    };
+    let (messages, has_more) = s.store.history(cid, page, limit).await.map_err(db)?;
+    Ok(MessagePage { messages, has_more })
+}
+
+pub async fn read(s: &AppState, caller: Uuid, cid: Uuid, seq: i64) -> ApiResult<()> {
+    require_member(s, caller, cid).await?;
+    if s.store.mark_read(cid, caller, seq).await.map_err(db)?.is_some() {
+        s.outbox.notify();
+    }
+    Ok(())
+}
+
+/// A user's conversations with their last seq (edges call this when a user connects).
+pub async fn user_conversations(s: &AppState, uid: Uuid) -> ApiResult<Vec<(Uuid, i64)>> {
+    s.store.user_conversations(uid).await.map_err(db)
+}

@@ -1,0 +1,488 @@
+//! All SQL of the message-store (portable between PostgreSQL and SQLite; see `chat-db`).
+
+use crate::events::{self, OutboxEvent};
+use chat_db::{Backend, Db};
+use chat_protocol::{Conversation, ConversationKind, Member, Message, Role, Timestamp};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+pub enum Sent {
+    Created(Message),
+    /// The same `client_msg_id` was sent before: the message stored then.
+    Existing(Message),
+}
+
+/// Which page of history.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    After(i64),
+    Before(i64),
+    Latest,
+}
+
+fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid, sqlx::Error> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+macro_rules! msg_cols {
+    () => {
+        "id, conversation_id, seq, sender_id, body, client_msg_id, created_at, edited_at, deleted_at"
+    };
+}
+
+fn message_from(r: &AnyRow) -> Result<Message, sqlx::Error> {
+    Ok(Message {
+        id: uuid_col(r, "id")?,
+        conversation_id: uuid_col(r, "conversation_id")?,
+        seq: r.try_get("seq")?,
+        sender_id: uuid_col(r, "sender_id")?,
+        body: r.try_get("body")?,
+        client_msg_id: r.try_get("client_msg_id")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        edited_at: r.try_get::<Option<i64>, _>("edited_at")?.map(Timestamp),
+        deleted_at: r.try_get::<Option<i64>, _>("deleted_at")?.map(Timestamp),
+    })
+}
+
+async fn insert_outbox(tx: &mut Transaction<'static, Any>, ev: &OutboxEvent) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (topic, payload, created_at) VALUES ($1, $2, $3)")
+        .bind(&ev.topic)
+        .bind(&ev.payload)
+        .bind(Timestamp::now().0)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    pub fn new(db: Db) -> Self {
+        Store { db }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    // --- conversations ---
+
+    pub async fn role(&self, cid: Uuid, uid: Uuid) -> Result<Option<Role>, sqlx::Error> {
+        let row = sqlx::query("SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2")
+            .bind(cid.to_string())
+            .bind(uid.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.and_then(|r| r.try_get::<String, _>("role").ok()).and_then(|s| Role::parse(&s)))
+    }
+
+    /// The conversation as `viewer` sees it, or None when `viewer` is not a member.
+    pub async fn conversation(&self, cid: Uuid, viewer: Uuid) -> Result<Option<Conversation>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, m.last_read_seq \
+             FROM conversations c JOIN members m ON m.conversation_id = c.id \
+             WHERE c.id = $1 AND m.user_id = $2",
+        )
+        .bind(cid.to_string())
+        .bind(viewer.to_string())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(self.complete(&r, viewer).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Fills members, last message and unread count for a row of (id, kind, title, created_at,
+    /// last_seq, last_read_seq).
+    async fn complete(&self, r: &AnyRow, viewer: Uuid) -> Result<Conversation, sqlx::Error> {
+        let id = uuid_col(r, "id")?;
+        let last_seq: i64 = r.try_get("last_seq")?;
+        let last_read_seq: i64 = r.try_get("last_read_seq")?;
+        let kind: String = r.try_get("kind")?;
+        let members = self.members(id).await?;
+        let last_message = if last_seq > 0 {
+            sqlx::query(concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq = $2"))
+                .bind(id.to_string())
+                .bind(last_seq)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .as_ref()
+                .map(message_from)
+                .transpose()?
+        } else {
+            None
+        };
+        let unread_count: i64 = if last_seq > last_read_seq {
+            sqlx::query(
+                "SELECT COUNT(*) AS n FROM messages WHERE conversation_id = $1 AND seq > $2 \
+                 AND sender_id <> $3 AND deleted_at IS NULL",
+            )
+            .bind(id.to_string())
+            .bind(last_read_seq)
+            .bind(viewer.to_string())
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")?
+        } else {
+            0
+        };
+        Ok(Conversation {
+            id,
+            kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+            title: r.try_get("title")?,
+            members,
+            created_at: Timestamp(r.try_get("created_at")?),
+            last_seq,
+            last_message,
+            unread_count,
+            last_read_seq,
+        })
+    }
+
+    pub async fn members(&self, cid: Uuid) -> Result<Vec<Member>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT user_id, role, joined_at FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id",
+        )
+        .bind(cid.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    user_id: uuid_col(r, "user_id")?,
+                    role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Member),
+                    joined_at: Timestamp(r.try_get("joined_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a conversation with its members (first = creator) and its `created` event, atomically.
+    /// For a direct conversation whose pair exists already, returns that one's id and `false`.
+    pub async fn create_conversation(
+        &self,
+        kind: ConversationKind,
+        title: Option<&str>,
+        members: &[(Uuid, Role)],
+    ) -> Result<(Uuid, bool), sqlx::Error> {
+        let now = Timestamp::now();
+        let id = Uuid::now_v7();
+        let direct_key = (kind == ConversationKind::Direct).then(|| {
+            let (a, b) = (members[0].0.to_string(), members[1].0.to_string());
+            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
+        });
+        let mut tx = self.db.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity, direct_key) \
+             VALUES ($1, $2, $3, $4, 0, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(kind.as_str())
+        .bind(title)
+        .bind(now.0)
+        .bind(direct_key.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            let row = sqlx::query("SELECT id FROM conversations WHERE direct_key = $1")
+                .bind(direct_key.as_deref())
+                .fetch_one(&self.db.pool)
+                .await?;
+            return Ok((uuid_col(&row, "id")?, false));
+        }
+        for (uid, role) in members {
+            sqlx::query("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
+                .bind(id.to_string())
+                .bind(uid.to_string())
+                .bind(role.as_str())
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let conv = Conversation {
+            id,
+            kind,
+            title: title.map(str::to_owned),
+            members: members.iter().map(|(u, r)| Member { user_id: *u, role: *r, joined_at: now }).collect(),
+            created_at: now,
+            last_seq: 0,
+            last_message: None,
+            unread_count: 0,
+            last_read_seq: 0,
+        };
+        let ev = events::conversation(chat_protocol::frames::ConversationChange::Created, &conv, None);
+        insert_outbox(&mut tx, &ev).await?;
+        tx.commit().await?;
+        Ok((id, true))
+    }
+
+    /// The viewer's conversations, most recent activity first, after the cursor (activity, id).
+    pub async fn list(
+        &self,
+        viewer: Uuid,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> Result<Vec<(Conversation, i64)>, sqlx::Error> {
+        let (act, id) = after.unwrap_or((i64::MAX, String::new()));
+        let unbounded = id.is_empty();
+        let rows = sqlx::query(
+            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, c.last_activity, m.last_read_seq \
+             FROM members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.user_id = $1 AND ($2 = 1 OR c.last_activity < $3 OR (c.last_activity = $3 AND c.id < $4)) \
+             ORDER BY c.last_activity DESC, c.id DESC LIMIT $5",
+        )
+        .bind(viewer.to_string())
+        .bind(i64::from(unbounded))
+        .bind(act)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((self.complete(r, viewer).await?, r.try_get("last_activity")?));
+        }
+        Ok(out)
+    }
+
+    /// Every conversation of a user with its last seq (what an edge needs at connect).
+    pub async fn user_conversations(&self, uid: Uuid) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.user_id = $1",
+        )
+        .bind(uid.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?))).collect()
+    }
+
+    // --- messages ---
+
+    pub async fn by_client_msg_id(
+        &self,
+        cid: Uuid,
+        sender: Uuid,
+        client_msg_id: &str,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            msg_cols!(),
+            " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
+        ))
+        .bind(cid.to_string())
+        .bind(sender.to_string())
+        .bind(client_msg_id)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.as_ref().map(message_from).transpose()
+    }
+
+    /// Stores a message: seq allocation, insert, the sender's read position and the outbox event
+    /// in one transaction. The first statement is the seq `UPDATE`, which takes the conversation's row
+    /// lock (PostgreSQL) or the write lock (SQLite) before anything is read.
+    pub async fn insert_message(
+        &self,
+        cid: Uuid,
+        sender: Uuid,
+        body: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<Sent, sqlx::Error> {
+        if let Some(c) = client_msg_id
+            && let Some(m) = self.by_client_msg_id(cid, sender, c).await?
+        {
+            return Ok(Sent::Existing(m));
+        }
+        let now = Timestamp::now();
+        let mut tx = self.db.pool.begin().await?;
+        let seq: i64 = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $1 WHERE id = $2 RETURNING last_seq",
+        )
+        .bind(now.0)
+        .bind(cid.to_string())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("last_seq")?;
+        let m = Message {
+            id: Uuid::now_v7(),
+            conversation_id: cid,
+            seq,
+            sender_id: sender,
+            body: Some(body.to_owned()),
+            client_msg_id: client_msg_id.map(str::to_owned),
+            created_at: now,
+            edited_at: None,
+            deleted_at: None,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(m.id.to_string())
+        .bind(cid.to_string())
+        .bind(seq)
+        .bind(sender.to_string())
+        .bind(body)
+        .bind(client_msg_id)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            // A racing retry with the same client_msg_id committed first: give back the seq.
+            tx.rollback().await?;
+            if chat_db::is_unique_violation(&e)
+                && let Some(c) = client_msg_id
+                && let Some(m) = self.by_client_msg_id(cid, sender, c).await?
+            {
+                return Ok(Sent::Existing(m));
+            }
+            return Err(e);
+        }
+        sqlx::query(
+            "UPDATE members SET last_read_seq = $1 WHERE conversation_id = $2 AND user_id = $3 AND last_read_seq < $1",
+        )
+        .bind(seq)
+        .bind(cid.to_string())
+        .bind(sender.to_string())
+        .execute(&mut *tx)
+        .await?;
+        insert_outbox(&mut tx, &events::message_created(&m)).await?;
+        tx.commit().await?;
+        Ok(Sent::Created(m))
+    }
+
+    /// A page of history, ascending, and whether more exist beyond it in the paging direction.
+    pub async fn history(&self, cid: Uuid, page: Page, limit: i64) -> Result<(Vec<Message>, bool), sqlx::Error> {
+        let fetch = limit + 1;
+        let (sql, bound): (&'static str, Option<i64>) = match page {
+            Page::After(s) => (
+                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"),
+                Some(s),
+            ),
+            Page::Before(s) => (
+                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"),
+                Some(s),
+            ),
+            Page::Latest => (
+                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"),
+                None,
+            ),
+        };
+        let mut q = sqlx::query(sql).bind(cid.to_string());
+        if let Some(b) = bound {
+            q = q.bind(b);
+        }
+        let rows = q.bind(fetch).fetch_all(&self.db.pool).await?;
+        let mut msgs: Vec<Message> = rows.iter().map(message_from).collect::<Result<_, _>>()?;
+        let has_more = msgs.len() as i64 > limit;
+        msgs.truncate(limit as usize);
+        if !matches!(page, Page::After(_)) {
+            msgs.reverse();
+        }
+        Ok((msgs, has_more))
+    }
+
+    /// Moves the reader's position forward (never back), clamped to last_seq. Returns the new
+    /// position if it moved (and queues the `read` event).
+    pub async fn mark_read(&self, cid: Uuid, uid: Uuid, seq: i64) -> Result<Option<i64>, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE members SET last_read_seq = \
+               (SELECT CASE WHEN $1 < c.last_seq THEN $1 ELSE c.last_seq END FROM conversations c WHERE c.id = $2) \
+             WHERE conversation_id = $2 AND user_id = $3 \
+               AND last_read_seq < (SELECT CASE WHEN $1 < c.last_seq THEN $1 ELSE c.last_seq END FROM conversations c WHERE c.id = $2) \
+             RETURNING last_read_seq",
+        )
+        .bind(seq)
+        .bind(cid.to_string())
+        .bind(uid.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let new: i64 = row.try_get("last_read_seq")?;
+        insert_outbox(&mut tx, &events::read(cid, uid, new)).await?;
+        tx.commit().await?;
+        Ok(Some(new))
+    }
+
+    // --- outbox ---
+
+    /// Publishes pending outbox rows in id order through `publish`, deleting what was published.
+    /// On PostgreSQL a transaction-scoped advisory lock lets only one replica relay at a time, which
+    /// keeps the bus order equal to the commit order of seq allocation. Returns rows published, or
+    /// None when another replica holds the lock.
+    pub async fn relay_outbox<F, Fut>(&self, batch: i64, publish: F) -> Result<Option<usize>, RelayError>
+    where
+        F: Fn(String, String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        const SELECT: &str = "SELECT id, topic, payload FROM outbox ORDER BY id LIMIT $1";
+        match self.db.backend {
+            Backend::Postgres => {
+                let mut tx = self.db.pool.begin().await?;
+                let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock(4242001) AS l")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("l")?;
+                if !locked {
+                    return Ok(None);
+                }
+                let rows = sqlx::query(SELECT).bind(batch).fetch_all(&mut *tx).await?;
+                let (done, err) = publish_rows(&rows, &publish).await?;
+                if let Some(last) = done {
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
+            }
+            // One process owns a SQLite file, and its single relay task runs alone.
+            Backend::Sqlite => {
+                let rows = sqlx::query(SELECT).bind(batch).fetch_all(&self.db.pool).await?;
+                let (done, err) = publish_rows(&rows, &publish).await?;
+                if let Some(last) = done {
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&self.db.pool).await?;
+                }
+                err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
+            }
+        }
+    }
+
+    pub async fn outbox_depth(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) AS n FROM outbox").fetch_one(&self.db.pool).await?.try_get("n")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("publish: {0}")]
+    Publish(String),
+}
+
+/// Publishes rows in order until one fails; returns the last published id and the failure.
+async fn publish_rows<F, Fut>(rows: &[AnyRow], publish: &F) -> Result<(Option<i64>, Option<String>), sqlx::Error>
+where
+    F: Fn(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = None;
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        if let Err(e) = publish(r.try_get("topic")?, r.try_get("payload")?).await {
+            return Ok((last, Some(e)));
+        }
+        last = Some(id);
+    }
+    Ok((last, None))
+}

@@ -1,1 +1,118 @@
-fn main() {}
+//! `chat`: the whole system in one process on one port (auth, message-store, presence, ws-edge),
+//! composed from the same libraries the service binaries run. Defaults need no servers: SQLite
+//! files under `CHAT_DATA_DIR` and the in-process bus.
+
+mod adapters;
+
+use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
+use chat_db::DbConfig;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+struct Config {
+    /// `CHAT_LISTEN`: the public API and WebSocket.
+    listen: String,
+    /// `CHAT_ADMIN_LISTEN`: /healthz, /readyz, /metrics.
+    admin_listen: String,
+    /// `CHAT_DATA_DIR`: SQLite files (and with them the signing key).
+    data_dir: PathBuf,
+    /// `DATABASE_URL`: postgres:// puts both stores in PostgreSQL (schemas chat_auth, chat_messages).
+    database_url: Option<String>,
+    /// `BUS_URL`: redis:// to use Redis instead of the in-process bus.
+    bus_url: Option<String>,
+    db_max_connections: u32,
+    auth: chat_auth::Limits,
+    edge: chat_ws_edge::Limits,
+}
+
+impl Config {
+    fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: env_or("CHAT_LISTEN", "127.0.0.1:8080"),
+            admin_listen: env_or("CHAT_ADMIN_LISTEN", "127.0.0.1:9090"),
+            data_dir: PathBuf::from(env_or("CHAT_DATA_DIR", "./data")),
+            database_url: env_opt("DATABASE_URL"),
+            bus_url: env_opt("BUS_URL"),
+            db_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            auth: chat_auth::Limits::from_env()?,
+            edge: chat_ws_edge::Limits::from_env()?,
+        })
+    }
+
+    fn db(&self, name: &str) -> DbConfig {
+        match &self.database_url {
+            Some(url) if url.starts_with("postgres") => DbConfig {
+                url: url.clone(),
+                schema: Some(format!("{}chat_{name}", env_or("DATABASE_SCHEMA_PREFIX", ""))),
+                max_connections: self.db_max_connections,
+            },
+            _ => DbConfig {
+                url: chat_db::sqlite_url_for(&self.data_dir.join(format!("{name}.db"))),
+                schema: None,
+                max_connections: self.db_max_connections,
+            },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if std::env::args().any(|a| a == "--health-check") {
+        return chat_common::ops::health_check(&cfg.admin_listen);
+    }
+    chat_telemetry::init_tracing("chat", chat_telemetry::LogFormat::from_env());
+    match run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "chat failed");
+            eprintln!("chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let bus = chat_bus::Bus::connect(cfg.bus_url.as_deref()).await?;
+    let auth = chat_auth::build(cfg.db("auth"), cfg.auth.clone(), bus.clone()).await?;
+    chat_auth::spawn_background(&auth);
+    // One verifier for the whole process: it reads auth's keys directly and learns revocations
+    // the moment auth records them.
+    let verifier = auth.verifier.clone();
+    let directory = Arc::new(adapters::LocalDirectory(auth.store.clone()));
+    let store = chat_message_store::build(&cfg.db("messages"), bus.clone(), verifier.clone(), directory).await?;
+    let presence = chat_presence::build(bus.clone(), verifier.clone());
+    let edge_id = format!("chat-{}", uuid::Uuid::now_v7());
+    let edge = chat_ws_edge::build(
+        &edge_id,
+        cfg.edge.clone(),
+        bus.clone(),
+        verifier,
+        Arc::new(adapters::LocalStore(store.clone())),
+        Arc::new(adapters::LocalPresence(presence.clone())),
+    )
+    .await;
+
+    let app = chat_auth::public_router(&auth)
+        .merge(chat_message_store::public_router(&store))
+        .merge(chat_presence::public_router(&presence))
+        .merge(chat_ws_edge::router(edge.clone()));
+    let app = chat_common::server::public_layers(app);
+    let mut checks = chat_auth::ready_checks(&auth);
+    checks.extend(chat_message_store::ready_checks(&store));
+    checks.extend(chat_ws_edge::ready_checks(bus));
+    let shutdown = async move {
+        chat_common::server::shutdown_signal().await;
+        edge.drain().await;
+    };
+    chat_common::server::serve_service(&cfg.listen, "CHAT_LISTEN", app, &cfg.admin_listen, "CHAT_ADMIN_LISTEN", checks, shutdown)
+        .await?;
+    Ok(())
+}

@@ -28,6 +28,7 @@ pub fn public(state: AppState) -> Router {
 /// Routes for ws-edge only: the edge has authenticated the user already.
 pub fn internal(state: AppState) -> Router {
     Router::new()
+        .route("/internal/v1/ready", get(|| async { "ok" }))
         .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
         .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
         .route("/internal/v1/conversations/{cid}/read", post(internal_read))

@@ -1,0 +1,147 @@
+//! The presence service: who is online across every ws-edge, `GET /v1/presence`, and online/offline
+//! transitions published on the bus for edges to fan out.
+
+pub mod state;
+
+use axum::Router;
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chat_authn::{AuthUser, KeySource, Verifier};
+use chat_bus::Bus;
+use chat_common::config::{ConfigError, env_opt, env_or};
+use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult};
+use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
+use chat_protocol::frames::ServerEvent;
+use chat_protocol::{PresenceList, PresenceStatus};
+use state::{MemoryPresence, Transition};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PRESENCE_LISTEN`, `PRESENCE_ADMIN_LISTEN`.
+    pub listen: String,
+    pub admin_listen: String,
+    /// `BUS_URL`: where transitions are published.
+    pub bus_url: Option<String>,
+    /// `AUTH_URL`: JWKS for verifying callers.
+    pub auth_url: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: env_or("PRESENCE_LISTEN", "127.0.0.1:8083"),
+            admin_listen: env_or("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083"),
+            bus_url: env_opt("BUS_URL"),
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub presence: Arc<MemoryPresence>,
+    pub bus: Bus,
+    pub verifier: Arc<Verifier>,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(s: &AppState) -> Arc<Verifier> {
+        s.verifier.clone()
+    }
+}
+
+/// Builds the state and starts the dead-edge sweeper.
+pub fn build(bus: Bus, verifier: Arc<Verifier>) -> AppState {
+    let s = AppState { presence: Arc::new(MemoryPresence::default()), bus, verifier };
+    let sweeper = s.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let t = sweeper.presence.expire_edges();
+            publish(&sweeper, t).await;
+        }
+    });
+    s
+}
+
+async fn publish(s: &AppState, transitions: Vec<Transition>) {
+    metrics::gauge!("presence_online_users").set(s.presence.online_count() as f64);
+    for t in transitions {
+        let mut h = EventHeader::new(EventKind::Presence);
+        h.user_id = Some(t.user);
+        let ev = ServerEvent::Presence {
+            user_id: t.user,
+            status: if t.online { PresenceStatus::Online } else { PresenceStatus::Offline },
+            last_seen_at: (!t.online).then_some(t.at),
+        };
+        metrics::counter!("presence_transitions_total").increment(1);
+        if let Err(e) = s.bus.publish(topics::PRESENCE, Envelope::encode(&h, &ev.to_json())).await {
+            tracing::warn!(error = %e, "presence transition not published");
+        }
+    }
+}
+
+pub fn public_router(s: &AppState) -> Router {
+    Router::new().route("/v1/presence", get(query)).with_state(s.clone())
+}
+
+pub fn internal_router(s: &AppState) -> Router {
+    Router::new().route("/internal/v1/edges/{edge}/report", post(report)).with_state(s.clone())
+}
+
+async fn query(
+    State(s): State<AppState>,
+    _who: AuthUser,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> ApiResult<ApiJson<PresenceList>> {
+    let raw = q.get("user_ids").map(String::as_str).unwrap_or("");
+    let mut ids = Vec::new();
+    for part in raw.split(',').filter(|p| !p.is_empty()) {
+        ids.push(Uuid::parse_str(part.trim()).map_err(|_| ApiError::validation(format!("not a user id: {part:?}")))?);
+    }
+    if ids.is_empty() || ids.len() > 200 {
+        return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
+    }
+    Ok(ApiJson(PresenceList { presence: s.presence.query(&ids) }))
+}
+
+/// An edge's batched report (see ws-edge `PresenceReport`).
+#[derive(serde::Deserialize)]
+pub struct Report {
+    #[serde(default)]
+    pub online: Vec<Uuid>,
+    #[serde(default)]
+    pub offline: Vec<Uuid>,
+    #[serde(default)]
+    pub full: Option<Vec<Uuid>>,
+    pub heartbeat_ms: u64,
+}
+
+async fn report(State(s): State<AppState>, Path(edge): Path<String>, ApiJson(r): ApiJson<Report>) -> StatusCode {
+    apply_report(&s, &edge, &r).await;
+    StatusCode::NO_CONTENT
+}
+
+/// Applies an edge report and publishes the transitions (used by the route and the all-in-one).
+pub async fn apply_report(s: &AppState, edge: &str, r: &Report) {
+    metrics::counter!("presence_reports_total").increment(1);
+    let t = s.presence.report(edge, &r.online, &r.offline, r.full.as_deref(), Duration::from_millis(r.heartbeat_ms.max(1)));
+    publish(s, t).await;
+}
+
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
+    let auth = cfg.auth_url.trim_end_matches('/').to_string();
+    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
+    let s = build(bus.clone(), verifier);
+    let checks = vec![chat_common::ops::bus_check(bus)];
+    let app = chat_common::server::public_layers(public_router(&s).merge(internal_router(&s)));
+    chat_common::server::serve_service(&cfg.listen, "PRESENCE_LISTEN", app, &cfg.admin_listen, "PRESENCE_ADMIN_LISTEN", checks, shutdown).await
+}

@@ -1,0 +1,62 @@
+//! ws-edge configuration, read from the environment once at start.
+
+use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `WS_EDGE_LISTEN`: the public WebSocket endpoint `/v1/ws`.
+    pub listen: String,
+    /// `WS_EDGE_ADMIN_LISTEN`: /healthz, /readyz, /metrics.
+    pub admin_listen: String,
+    /// `BUS_URL`.
+    pub bus_url: Option<String>,
+    /// `AUTH_URL`, `MESSAGE_STORE_URL`, `PRESENCE_URL`: the services this edge calls.
+    pub auth_url: String,
+    pub message_store_url: String,
+    pub presence_url: String,
+    /// `WS_EDGE_ID`: this edge's identity for presence (default: a random one per start).
+    pub edge_id: String,
+    pub limits: Limits,
+}
+
+/// Protocol limits (same variables in the all-in-one binary).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `CHAT_HEARTBEAT_INTERVAL_MS` (15000): WebSocket pings; two missed intervals close the connection.
+    pub heartbeat: Duration,
+    /// `CHAT_SEND_RATE_PER_SEC` (20) and `CHAT_SEND_BURST` (40): per-user send rate.
+    pub send_rate: f64,
+    pub send_burst: f64,
+    /// `CHAT_OUTBOUND_QUEUE` (256): frames queued per connection before it counts as a slow reader.
+    pub outbound_queue: usize,
+    /// `CHAT_DRAIN_WINDOW_MS` (10000): how long a drain spreads its 1012 closes over.
+    pub drain_window: Duration,
+}
+
+impl Limits {
+    pub fn from_env() -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            heartbeat: Duration::from_millis(env_parse("CHAT_HEARTBEAT_INTERVAL_MS", 15_000)?),
+            send_rate: env_parse("CHAT_SEND_RATE_PER_SEC", 20.0)?,
+            send_burst: env_parse("CHAT_SEND_BURST", 40.0)?,
+            outbound_queue: env_parse("CHAT_OUTBOUND_QUEUE", 256)?,
+            drain_window: Duration::from_millis(env_parse("CHAT_DRAIN_WINDOW_MS", 10_000)?),
+        })
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            listen: env_or("WS_EDGE_LISTEN", "127.0.0.1:8084"),
+            admin_listen: env_or("WS_EDGE_ADMIN_LISTEN", "127.0.0.1:9084"),
+            bus_url: env_opt("BUS_URL"),
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+            message_store_url: env_or("MESSAGE_STORE_URL", "http://127.0.0.1:8082"),
+            presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:8083"),
+            edge_id: env_opt("WS_EDGE_ID").unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            limits: Limits::from_env()?,
+        })
+    }
+}

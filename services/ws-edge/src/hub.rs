@@ -1,0 +1,533 @@
+//! The edge's shared state: local connections, their users' conversations, one bus subscription per
+//! conversation with local members, and in-order, gap-free fan-out of bus events to connections.
+//!
+//! Locking: one `std::sync::Mutex` guards the maps; it is never held across an await. Deliveries
+//! are `try_send`s of pre-serialized frames (one `Utf8Bytes` shared by every receiving connection).
+
+use crate::upstream::MessageStore;
+use axum::extract::ws::Utf8Bytes;
+use chat_authn::Verifier;
+use chat_bus::{Delivery, Subscriptions};
+use chat_protocol::bus::{Envelope, EventKind, topics};
+use chat_protocol::frames::ServerEvent;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
+
+pub type ConnId = u64;
+
+/// Close codes of the protocol.
+pub mod close {
+    pub const GOING_AWAY_DRAIN: u16 = 1012;
+    pub const TOO_BIG: u16 = 1009;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
+    pub const TOKEN_EXPIRED: u16 = 4000;
+    pub const TOKEN_REVOKED: u16 = 4001;
+    pub const ABUSE: u16 = 4008;
+    pub const SLOW_READER: u16 = 4009;
+}
+
+/// Shared between a connection's tasks and the hub: a request to close with a code.
+#[derive(Default)]
+pub struct ConnSignal {
+    close: Mutex<Option<u16>>,
+    pub notify: Notify,
+}
+
+impl ConnSignal {
+    pub fn close(&self, code: u16) {
+        let mut c = self.close.lock().expect("signal lock");
+        if c.is_none() {
+            *c = Some(code);
+            self.notify.notify_waiters();
+            self.notify.notify_one();
+        }
+    }
+    pub fn requested(&self) -> Option<u16> {
+        *self.close.lock().expect("signal lock")
+    }
+}
+
+struct ConnEntry {
+    user: Uuid,
+    session: Uuid,
+    tx: mpsc::Sender<Utf8Bytes>,
+    signal: Arc<ConnSignal>,
+    /// `resume=1`: message events held until the first `sync` is answered.
+    hold: Option<Vec<(Uuid, i64, Utf8Bytes)>>,
+}
+
+struct UserEntry {
+    conns: Vec<ConnId>,
+    conversations: HashSet<Uuid>,
+    bucket: TokenBucket,
+}
+
+struct ConvEntry {
+    members: HashSet<Uuid>,
+    last_seq: i64,
+    /// Messages that arrived ahead of a gap, waiting for the gap to be filled.
+    pending: BTreeMap<i64, Utf8Bytes>,
+    filling: bool,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, ConnEntry>,
+    users: HashMap<Uuid, UserEntry>,
+    convs: HashMap<Uuid, ConvEntry>,
+    /// Presence changes not yet reported.
+    went_online: Vec<Uuid>,
+    went_offline: Vec<Uuid>,
+}
+
+/// Per-user send rate: a token bucket refilled continuously.
+struct TokenBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    subs: Subscriptions,
+    /// For typing events, which skip the store (ephemeral, never persisted).
+    pub bus: chat_bus::Bus,
+    pub store: Arc<dyn MessageStore>,
+    pub verifier: Arc<Verifier>,
+    pub limits: crate::config::Limits,
+    next_id: AtomicU64,
+}
+
+pub struct Registration {
+    pub id: ConnId,
+    pub rx: mpsc::Receiver<Utf8Bytes>,
+    pub signal: Arc<ConnSignal>,
+}
+
+/// Cap on messages parked behind a gap per conversation; past it the edge stops waiting for the
+/// store and closes the members' connections so their clients `sync`.
+const MAX_PENDING: usize = 10_000;
+
+fn frame_of(ev: &ServerEvent) -> Utf8Bytes {
+    Utf8Bytes::from(ev.to_json())
+}
+
+impl Hub {
+    pub fn new(
+        bus: chat_bus::Bus,
+        subs: Subscriptions,
+        store: Arc<dyn MessageStore>,
+        verifier: Arc<Verifier>,
+        limits: crate::config::Limits,
+    ) -> Arc<Hub> {
+        Arc::new(Hub { state: Mutex::default(), bus, subs, store, verifier, limits, next_id: AtomicU64::new(1) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("hub lock")
+    }
+
+    /// Adds a connection. The first connection of a user loads the user's conversations and
+    /// subscribes the ones this edge did not follow yet.
+    pub async fn register(self: &Arc<Self>, user: Uuid, session: Uuid, resume: bool) -> Result<Registration, chat_common::ApiError> {
+        let known = self.lock().users.contains_key(&user);
+        let convs = if known { Vec::new() } else { self.store.user_conversations(user).await? };
+        let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
+        let signal = Arc::new(ConnSignal::default());
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let new_topics = {
+            let mut st = self.lock();
+            let State { conns, users, convs: cmap, went_online, .. } = &mut *st;
+            conns.insert(id, ConnEntry { user, session, tx, signal: signal.clone(), hold: resume.then(Vec::new) });
+            let mut new_topics = Vec::new();
+            let entry = users.entry(user).or_insert_with(|| {
+                went_online.push(user);
+                UserEntry {
+                    conns: Vec::new(),
+                    conversations: HashSet::new(),
+                    bucket: TokenBucket { tokens: self.limits.send_burst, at: Instant::now() },
+                }
+            });
+            entry.conns.push(id);
+            for (cid, last_seq) in convs {
+                if entry.conversations.insert(cid) {
+                    join(cmap, cid, user, last_seq, &mut new_topics);
+                }
+            }
+            new_topics
+        };
+        metrics::gauge!("ws_connections").increment(1.0);
+        self.subscribe(new_topics).await;
+        Ok(Registration { id, rx, signal })
+    }
+
+    async fn subscribe(self: &Arc<Self>, cids: Vec<Uuid>) {
+        if cids.is_empty() {
+            return;
+        }
+        self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()).await;
+        // Messages committed between learning a conversation and the subscription taking effect
+        // were not seen: catch up from the store once.
+        for cid in cids {
+            self.start_catch_up(cid);
+        }
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        let gone = {
+            let mut st = self.lock();
+            let State { conns, users, convs, went_offline, .. } = &mut *st;
+            let Some(c) = conns.remove(&id) else { return };
+            let mut gone = Vec::new();
+            if let Some(u) = users.get_mut(&c.user) {
+                u.conns.retain(|x| *x != id);
+                if u.conns.is_empty() {
+                    let u = users.remove(&c.user).expect("present");
+                    went_offline.push(c.user);
+                    for cid in u.conversations {
+                        leave(convs, cid, c.user, &mut gone);
+                    }
+                }
+            }
+            gone
+        };
+        metrics::gauge!("ws_connections").decrement(1.0);
+        if !gone.is_empty() {
+            self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
+        }
+    }
+
+    pub fn is_member(&self, user: Uuid, cid: Uuid) -> bool {
+        self.lock().users.get(&user).is_some_and(|u| u.conversations.contains(&cid))
+    }
+
+    /// Takes one send token for `user`; false when over the rate.
+    pub fn take_send_token(&self, user: Uuid) -> bool {
+        let (rate, burst) = (self.limits.send_rate, self.limits.send_burst);
+        let mut st = self.lock();
+        let Some(u) = st.users.get_mut(&user) else { return false };
+        let now = Instant::now();
+        let b = &mut u.bucket;
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records a renewed token's session for the connection (revocation closes by session).
+    pub fn set_session(&self, id: ConnId, session: Uuid) {
+        if let Some(c) = self.lock().conns.get_mut(&id) {
+            c.session = session;
+        }
+    }
+
+    /// Ends `resume=1` holding after the first sync: held messages the replay did not cover are
+    /// queued now, in order, behind everything the sync sent.
+    pub fn release_hold(&self, id: ConnId, replayed: &HashMap<Uuid, i64>) {
+        let mut st = self.lock();
+        let Some(c) = st.conns.get_mut(&id) else { return };
+        let Some(held) = c.hold.take() else { return };
+        for (cid, seq, frame) in held {
+            if replayed.get(&cid).is_some_and(|r| seq <= *r) {
+                continue;
+            }
+            push(c, frame, true);
+        }
+    }
+
+    /// Conversation ids and users (for drain and presence heartbeats).
+    pub fn connection_ids(&self) -> Vec<ConnId> {
+        self.lock().conns.keys().copied().collect()
+    }
+
+    /// A clone of the connection's outbound queue sender.
+    pub fn sender(&self, id: ConnId) -> Option<mpsc::Sender<Utf8Bytes>> {
+        self.lock().conns.get(&id).map(|c| c.tx.clone())
+    }
+
+    pub fn close_connection(&self, id: ConnId, code: u16) {
+        if let Some(c) = self.lock().conns.get(&id) {
+            c.signal.close(code);
+        }
+    }
+
+    pub fn online_users(&self) -> Vec<Uuid> {
+        self.lock().users.keys().copied().collect()
+    }
+
+    /// Presence changes since the last call.
+    pub fn take_presence_changes(&self) -> (Vec<Uuid>, Vec<Uuid>) {
+        let mut st = self.lock();
+        (std::mem::take(&mut st.went_online), std::mem::take(&mut st.went_offline))
+    }
+
+    // --- bus side ---
+
+    /// Consumes the subscription stream until it ends.
+    pub async fn dispatch(self: Arc<Self>, mut rx: mpsc::Receiver<Delivery>) {
+        while let Some(d) = rx.recv().await {
+            match d {
+                Delivery::Message { payload, .. } => {
+                    if let Some(env) = Envelope::decode(payload) {
+                        self.handle(env).await;
+                    }
+                }
+                Delivery::Resubscribed => {
+                    let cids: Vec<Uuid> = self.lock().convs.keys().copied().collect();
+                    tracing::info!(conversations = cids.len(), "bus reconnected: catching up from the store");
+                    for cid in cids {
+                        self.start_catch_up(cid);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, env: Envelope) {
+        let Ok(frame) = Utf8Bytes::try_from(env.frame) else { return };
+        let h = env.header;
+        metrics::counter!("bus_events_received_total").increment(1);
+        match h.kind {
+            EventKind::Message => {
+                if let (Some(cid), Some(seq)) = (h.conversation_id, h.seq) {
+                    self.on_message(cid, seq, frame);
+                }
+            }
+            EventKind::MessageUpdated | EventKind::Read | EventKind::Typing => {
+                let Some(cid) = h.conversation_id else { return };
+                let typing = h.kind == EventKind::Typing;
+                let skip = if typing { h.user_id } else { None };
+                let st = self.lock();
+                if let Some(conv) = st.convs.get(&cid) {
+                    for u in conv.members.iter().filter(|u| Some(**u) != skip) {
+                        for c in st.users.get(u).map(|u| u.conns.as_slice()).unwrap_or(&[]) {
+                            if let Some(c) = st.conns.get(c) {
+                                push(c, frame.clone(), !typing);
+                            }
+                        }
+                    }
+                }
+            }
+            EventKind::Conversation => self.on_conversation(h, frame).await,
+            EventKind::SessionRevoked => {
+                if let Some(sid) = h.session_id {
+                    self.verifier.revoke(sid, h.until.unwrap_or(chat_authn::now_secs() + 86_400));
+                    for c in self.lock().conns.values().filter(|c| c.session == sid) {
+                        c.signal.close(close::TOKEN_REVOKED);
+                    }
+                }
+            }
+            EventKind::Presence => {}
+        }
+    }
+
+    fn on_message(self: &Arc<Self>, cid: Uuid, seq: i64, frame: Utf8Bytes) {
+        let mut st = self.lock();
+        let State { conns, users, convs, .. } = &mut *st;
+        let Some(conv) = convs.get_mut(&cid) else { return };
+        if seq <= conv.last_seq {
+            metrics::counter!("ws_duplicate_events_dropped_total").increment(1);
+            return;
+        }
+        if seq > conv.last_seq + 1 {
+            conv.pending.insert(seq, frame);
+            if conv.pending.len() > MAX_PENDING {
+                tracing::error!(%cid, "gap not fillable; closing members' connections so they resync");
+                for c in member_conns(conv, users) {
+                    if let Some(c) = conns.get(&c) {
+                        c.signal.close(close::SLOW_READER);
+                    }
+                }
+                conv.pending.clear();
+                conv.last_seq = seq;
+                return;
+            }
+            if !conv.filling {
+                conv.filling = true;
+                metrics::counter!("ws_gaps_detected_total").increment(1);
+                drop(st);
+                self.clone().spawn_fill(cid);
+            }
+            return;
+        }
+        deliver_in_order(conv, users, conns, cid, seq, frame);
+    }
+
+    fn start_catch_up(self: &Arc<Self>, cid: Uuid) {
+        {
+            let mut st = self.lock();
+            let Some(conv) = st.convs.get_mut(&cid) else { return };
+            if conv.filling {
+                return;
+            }
+            conv.filling = true;
+        }
+        self.clone().spawn_fill(cid);
+    }
+
+    /// Fetches from the store everything after the conversation's last delivered seq, delivers it
+    /// in order with whatever was parked, and repeats until nothing is missing.
+    fn spawn_fill(self: Arc<Self>, cid: Uuid) {
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let (after, via) = {
+                    let mut st = self.lock();
+                    let Some(conv) = st.convs.get_mut(&cid) else { return };
+                    match conv.members.iter().next() {
+                        Some(u) => (conv.last_seq, *u),
+                        None => {
+                            conv.filling = false;
+                            return;
+                        }
+                    }
+                };
+                match self.store.history(via, cid, Some(after), 200).await {
+                    Ok(page) => {
+                        backoff = Duration::from_millis(100);
+                        let mut st = self.lock();
+                        let State { conns, users, convs, .. } = &mut *st;
+                        let Some(conv) = convs.get_mut(&cid) else { return };
+                        for m in page.messages {
+                            if m.seq == conv.last_seq + 1 {
+                                let seq = m.seq;
+                                let frame = conv.pending.remove(&seq).unwrap_or_else(|| frame_of(&ServerEvent::Message { message: m }));
+                                deliver_in_order(conv, users, conns, cid, seq, frame);
+                            }
+                        }
+                        let gap_remains = conv.pending.keys().next().is_some_and(|s| *s > conv.last_seq + 1);
+                        if !page.has_more && !gap_remains {
+                            conv.filling = false;
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%cid, error = %e, "gap fill failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn on_conversation(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
+        let Some(cid) = h.conversation_id else { return };
+        let last_seq = h.seq.unwrap_or(0);
+        let (new_topics, gone) = {
+            let mut st = self.lock();
+            let State { conns, users, convs, .. } = &mut *st;
+            let mut new_topics = Vec::new();
+            let mut gone = Vec::new();
+            for u in &h.members {
+                let Some(entry) = users.get_mut(u) else { continue };
+                if entry.conversations.insert(cid) {
+                    join(convs, cid, *u, last_seq, &mut new_topics);
+                }
+                for c in &entry.conns {
+                    if let Some(c) = conns.get(c) {
+                        push(c, frame.clone(), true);
+                    }
+                }
+            }
+            if let Some(r) = h.removed
+                && let Some(entry) = users.get_mut(&r)
+            {
+                for c in &entry.conns {
+                    if let Some(c) = conns.get(c) {
+                        push(c, frame.clone(), true);
+                    }
+                }
+                if entry.conversations.remove(&cid) {
+                    leave(convs, cid, r, &mut gone);
+                }
+            }
+            (new_topics, gone)
+        };
+        if !gone.is_empty() {
+            self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
+        }
+        self.subscribe(new_topics).await;
+    }
+}
+
+fn join(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, last_seq: i64, new_topics: &mut Vec<Uuid>) {
+    let conv = convs.entry(cid).or_insert_with(|| {
+        new_topics.push(cid);
+        ConvEntry { members: HashSet::new(), last_seq, pending: BTreeMap::new(), filling: false }
+    });
+    conv.members.insert(user);
+}
+
+fn leave(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, gone: &mut Vec<Uuid>) {
+    if let Some(conv) = convs.get_mut(&cid) {
+        conv.members.remove(&user);
+        if conv.members.is_empty() {
+            convs.remove(&cid);
+            gone.push(cid);
+        }
+    }
+}
+
+fn member_conns(conv: &ConvEntry, users: &HashMap<Uuid, UserEntry>) -> Vec<ConnId> {
+    conv.members.iter().filter_map(|u| users.get(u)).flat_map(|u| u.conns.iter().copied()).collect()
+}
+
+/// Delivers message `seq` (which must be `last_seq + 1`), then any parked successors.
+fn deliver_in_order(
+    conv: &mut ConvEntry,
+    users: &HashMap<Uuid, UserEntry>,
+    conns: &mut HashMap<ConnId, ConnEntry>,
+    cid: Uuid,
+    seq: i64,
+    frame: Utf8Bytes,
+) {
+    let mut next = Some((seq, frame));
+    while let Some((seq, frame)) = next {
+        for u in &conv.members {
+            let Some(u) = users.get(u) else { continue };
+            for id in &u.conns {
+                let Some(c) = conns.get_mut(id) else { continue };
+                match &mut c.hold {
+                    Some(held) => held.push((cid, seq, frame.clone())),
+                    None => push(c, frame.clone(), true),
+                }
+            }
+        }
+        metrics::counter!("ws_messages_delivered_total").increment(1);
+        conv.last_seq = seq;
+        next = conv.pending.remove(&(seq + 1)).map(|f| (seq + 1, f));
+    }
+    // Anything parked at or below the new position is a duplicate.
+    while let Some((&s, _)) = conv.pending.first_key_value() {
+        if s > conv.last_seq {
+            break;
+        }
+        conv.pending.pop_first();
+    }
+}
+
+/// Queues a frame without waiting. A full queue drops an inessential frame (typing, presence) and
+/// closes the connection (4009) for an essential one: the client must reconnect and `sync`.
+fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
+    match c.tx.try_send(frame) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if essential {
+                metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+                c.signal.close(close::SLOW_READER);
+            } else {
+                metrics::counter!("ws_frames_dropped_total").increment(1);
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}

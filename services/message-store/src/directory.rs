@@ -22,7 +22,10 @@ impl HttpDirectory {
                 .timeout(std::time::Duration::from_secs(5))
                 .build()
                 .expect("http client"),
-            url: format!("{}/internal/v1/users/lookup", auth_url.trim_end_matches('/')),
+            url: format!(
+                "{}/internal/v1/users/lookup",
+                auth_url.trim_end_matches('/')
+            ),
         }
     }
 }
@@ -45,6 +48,12 @@ impl UserDirectory for HttpDirectory {
         if !resp.status().is_success() {
             return Err(format!("auth lookup answered {}", resp.status()));
         }
-        Ok(resp.json::<Lookup>().await.map_err(|e| e.to_string())?.ids.into_iter().collect())
+        Ok(resp
+            .json::<Lookup>()
+            .await
+            .map_err(|e| e.to_string())?
+            .ids
+            .into_iter()
+            .collect())
     }
 }

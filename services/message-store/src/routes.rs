@@ -29,8 +29,14 @@ pub fn public(state: AppState) -> Router {
 pub fn internal(state: AppState) -> Router {
     Router::new()
         .route("/internal/v1/ready", get(|| async { "ok" }))
-        .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
-        .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
+        .route(
+            "/internal/v1/users/{uid}/conversations",
+            get(user_conversations),
+        )
+        .route(
+            "/internal/v1/conversations/{cid}/messages",
+            post(internal_send).get(internal_history),
+        )
         .route("/internal/v1/conversations/{cid}/read", post(internal_read))
         .with_state(state)
 }
@@ -41,20 +47,46 @@ async fn create(
     ApiJson(b): ApiJson<NewConversation>,
 ) -> ApiResult<impl IntoResponse> {
     let (c, created) = service::create(&s, who.user_id, b).await?;
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(c)))
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        ApiJson(c),
+    ))
 }
 
-async fn list(State(s): State<AppState>, who: AuthUser, ApiQuery(q): Query) -> ApiResult<impl IntoResponse> {
+async fn list(
+    State(s): State<AppState>,
+    who: AuthUser,
+    ApiQuery(q): Query,
+) -> ApiResult<impl IntoResponse> {
     let limit = validate::limit(q.get("limit").map(String::as_str), 20, 1, 100)?;
-    Ok(ApiJson(service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?))
+    Ok(ApiJson(
+        service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?,
+    ))
 }
 
-async fn get_one(State(s): State<AppState>, who: AuthUser, Path(cid): Path<String>) -> ApiResult<ApiJson<Conversation>> {
-    Ok(ApiJson(service::get(&s, who.user_id, path_uuid(&cid)?).await?))
+async fn get_one(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+) -> ApiResult<ApiJson<Conversation>> {
+    Ok(ApiJson(
+        service::get(&s, who.user_id, path_uuid(&cid)?).await?,
+    ))
 }
 
 fn sent(r: (Message, bool)) -> impl IntoResponse {
-    (if r.1 { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(r.0))
+    (
+        if r.1 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        ApiJson(r.0),
+    )
 }
 
 async fn send(
@@ -64,12 +96,17 @@ async fn send(
     ApiJson(b): ApiJson<NewMessage>,
 ) -> ApiResult<impl IntoResponse> {
     let cid = path_uuid(&cid)?;
-    Ok(sent(service::send(&s, who.user_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
+    Ok(sent(
+        service::send(&s, who.user_id, cid, &b.body, b.client_msg_id.as_deref()).await?,
+    ))
 }
 
 fn seq_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
     q.get(name)
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::validation(format!("`{name}` must be an integer"))))
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| ApiError::validation(format!("`{name}` must be an integer")))
+        })
         .transpose()
 }
 
@@ -81,7 +118,14 @@ async fn history(
 ) -> ApiResult<ApiJson<MessagePage>> {
     let cid = path_uuid(&cid)?;
     let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
-    let page = service::history(&s, who.user_id, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
+    let page = service::history(
+        &s,
+        who.user_id,
+        cid,
+        seq_param(&q, "after_seq")?,
+        seq_param(&q, "before_seq")?,
+        limit,
+    );
     Ok(ApiJson(page.await?))
 }
 
@@ -113,10 +157,16 @@ pub struct UserConversations {
     pub conversations: Vec<ConversationSeq>,
 }
 
-async fn user_conversations(State(s): State<AppState>, Path(uid): Path<String>) -> ApiResult<ApiJson<UserConversations>> {
+async fn user_conversations(
+    State(s): State<AppState>,
+    Path(uid): Path<String>,
+) -> ApiResult<ApiJson<UserConversations>> {
     let list = service::user_conversations(&s, path_uuid(&uid)?).await?;
     Ok(ApiJson(UserConversations {
-        conversations: list.into_iter().map(|(id, last_seq)| ConversationSeq { id, last_seq }).collect(),
+        conversations: list
+            .into_iter()
+            .map(|(id, last_seq)| ConversationSeq { id, last_seq })
+            .collect(),
     }))
 }
 
@@ -134,7 +184,9 @@ async fn internal_send(
     ApiJson(b): ApiJson<InternalSend>,
 ) -> ApiResult<impl IntoResponse> {
     let cid = path_uuid(&cid)?;
-    Ok(sent(service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
+    Ok(sent(
+        service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?,
+    ))
 }
 
 async fn internal_history(
@@ -143,9 +195,19 @@ async fn internal_history(
     ApiQuery(q): Query,
 ) -> ApiResult<ApiJson<MessagePage>> {
     let cid = path_uuid(&cid)?;
-    let user = q.get("user_id").and_then(|u| Uuid::parse_str(u).ok()).ok_or_else(|| ApiError::validation("`user_id` required"))?;
+    let user = q
+        .get("user_id")
+        .and_then(|u| Uuid::parse_str(u).ok())
+        .ok_or_else(|| ApiError::validation("`user_id` required"))?;
     let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
-    let page = service::history(&s, user, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
+    let page = service::history(
+        &s,
+        user,
+        cid,
+        seq_param(&q, "after_seq")?,
+        seq_param(&q, "before_seq")?,
+        limit,
+    );
     Ok(ApiJson(page.await?))
 }
 

@@ -26,7 +26,11 @@ pub struct NewConversation {
 }
 
 /// Creates a conversation; `false` means an existing direct conversation was returned.
-pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResult<(Conversation, bool)> {
+pub async fn create(
+    s: &AppState,
+    caller: Uuid,
+    req: NewConversation,
+) -> ApiResult<(Conversation, bool)> {
     let kind = ConversationKind::parse(&req.kind)
         .ok_or_else(|| ApiError::validation("`kind` must be \"direct\" or \"group\""))?;
     let mut others: Vec<Uuid> = Vec::with_capacity(req.members.len());
@@ -38,15 +42,24 @@ pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResu
     let (title, members) = match kind {
         ConversationKind::Direct => {
             if others.len() != 1 {
-                return Err(ApiError::validation("a direct conversation has exactly one other member"));
+                return Err(ApiError::validation(
+                    "a direct conversation has exactly one other member",
+                ));
             }
-            (None, vec![(caller, Role::Member), (others[0], Role::Member)])
+            (
+                None,
+                vec![(caller, Role::Member), (others[0], Role::Member)],
+            )
         }
         ConversationKind::Group => {
-            let title = req.title.ok_or_else(|| ApiError::validation("a group needs a `title`"))?;
+            let title = req
+                .title
+                .ok_or_else(|| ApiError::validation("a group needs a `title`"))?;
             validate::text("title", &title, 1, 128)?;
             if others.len() + 1 > MAX_MEMBERS {
-                return Err(ApiError::validation(format!("a group has at most {MAX_MEMBERS} members")));
+                return Err(ApiError::validation(format!(
+                    "a group has at most {MAX_MEMBERS} members"
+                )));
             }
             let mut m = vec![(caller, Role::Owner)];
             m.extend(others.iter().map(|u| (*u, Role::Member)));
@@ -54,35 +67,61 @@ pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResu
         }
     };
     if !others.is_empty() {
-        let found = s.directory.existing(&others).await.map_err(ApiError::unavailable)?;
+        let found = s
+            .directory
+            .existing(&others)
+            .await
+            .map_err(ApiError::unavailable)?;
         if let Some(missing) = others.iter().find(|u| !found.contains(u)) {
             return Err(ApiError::validation(format!("unknown user {missing}")));
         }
     }
-    let (id, created) = s.store.create_conversation(kind, title.as_deref(), &members).await.map_err(db)?;
+    let (id, created) = s
+        .store
+        .create_conversation(kind, title.as_deref(), &members)
+        .await
+        .map_err(db)?;
     if created {
         s.outbox.notify();
     }
-    let conv = s.store.conversation(id, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    let conv = s
+        .store
+        .conversation(id, caller)
+        .await
+        .map_err(db)?
+        .ok_or_else(ApiError::not_found)?;
     Ok((conv, created))
 }
 
 /// The conversation if `caller` is a member; 404 otherwise (no existence leak).
 pub async fn get(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Conversation> {
-    s.store.conversation(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
+    s.store
+        .conversation(cid, caller)
+        .await
+        .map_err(db)?
+        .ok_or_else(ApiError::not_found)
 }
 
-pub async fn list(s: &AppState, caller: Uuid, limit: i64, cursor: Option<&str>) -> ApiResult<ConversationPage> {
+pub async fn list(
+    s: &AppState,
+    caller: Uuid,
+    limit: i64,
+    cursor: Option<&str>,
+) -> ApiResult<ConversationPage> {
     let after = cursor.map(decode_cursor).transpose()?;
     let mut rows = s.store.list(caller, after, limit + 1).await.map_err(db)?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
-        rows.last().map(|(c, act)| URL_SAFE_NO_PAD.encode(format!("{act}:{}", c.id)))
+        rows.last()
+            .map(|(c, act)| URL_SAFE_NO_PAD.encode(format!("{act}:{}", c.id)))
     } else {
         None
     };
-    Ok(ConversationPage { conversations: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
+    Ok(ConversationPage {
+        conversations: rows.into_iter().map(|(c, _)| c).collect(),
+        next_cursor,
+    })
 }
 
 fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
@@ -95,7 +134,11 @@ fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
 }
 
 async fn require_member(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Role> {
-    s.store.role(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
+    s.store
+        .role(cid, caller)
+        .await
+        .map_err(db)?
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Stores a message; `true` if new, `false` for an idempotent retry.
@@ -112,7 +155,11 @@ pub async fn send(
     }
     require_member(s, caller, cid).await?;
     let start = std::time::Instant::now();
-    let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;
+    let r = s
+        .store
+        .insert_message(cid, caller, body, client_msg_id)
+        .await
+        .map_err(db)?;
     metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
     match r {
         Sent::Created(m) => {
@@ -145,7 +192,11 @@ pub async fn history_unchecked(
     limit: i64,
 ) -> ApiResult<MessagePage> {
     let page = match (after, before) {
-        (Some(_), Some(_)) => return Err(ApiError::validation("give `before_seq` or `after_seq`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation(
+                "give `before_seq` or `after_seq`, not both",
+            ));
+        }
         (Some(a), None) => Page::After(a),
         (None, Some(b)) => Page::Before(b),
         (None, None) => Page::Latest,
@@ -156,7 +207,12 @@ pub async fn history_unchecked(
 
 pub async fn read(s: &AppState, caller: Uuid, cid: Uuid, seq: i64) -> ApiResult<()> {
     require_member(s, caller, cid).await?;
-    if s.store.mark_read(cid, caller, seq).await.map_err(db)?.is_some() {
+    if s.store
+        .mark_read(cid, caller, seq)
+        .await
+        .map_err(db)?
+        .is_some()
+    {
         s.outbox.notify();
     }
     Ok(())

@@ -51,7 +51,10 @@ fn message_from(r: &AnyRow) -> Result<Message, sqlx::Error> {
     })
 }
 
-async fn insert_outbox(tx: &mut Transaction<'static, Any>, ev: &OutboxEvent) -> Result<(), sqlx::Error> {
+async fn insert_outbox(
+    tx: &mut Transaction<'static, Any>,
+    ev: &OutboxEvent,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (topic, payload, created_at) VALUES ($1, $2, $3)")
         .bind(&ev.topic)
         .bind(&ev.payload)
@@ -73,16 +76,23 @@ impl Store {
     // --- conversations ---
 
     pub async fn role(&self, cid: Uuid, uid: Uuid) -> Result<Option<Role>, sqlx::Error> {
-        let row = sqlx::query("SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2")
-            .bind(cid.to_string())
-            .bind(uid.to_string())
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(row.and_then(|r| r.try_get::<String, _>("role").ok()).and_then(|s| Role::parse(&s)))
+        let row =
+            sqlx::query("SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2")
+                .bind(cid.to_string())
+                .bind(uid.to_string())
+                .fetch_optional(&self.db.pool)
+                .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<String, _>("role").ok())
+            .and_then(|s| Role::parse(&s)))
     }
 
     /// The conversation as `viewer` sees it, or None when `viewer` is not a member.
-    pub async fn conversation(&self, cid: Uuid, viewer: Uuid) -> Result<Option<Conversation>, sqlx::Error> {
+    pub async fn conversation(
+        &self,
+        cid: Uuid,
+        viewer: Uuid,
+    ) -> Result<Option<Conversation>, sqlx::Error> {
         let row = sqlx::query(
             "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, m.last_read_seq \
              FROM conversations c JOIN members m ON m.conversation_id = c.id \
@@ -107,14 +117,18 @@ impl Store {
         let kind: String = r.try_get("kind")?;
         let members = self.members(id).await?;
         let last_message = if last_seq > 0 {
-            sqlx::query(concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq = $2"))
-                .bind(id.to_string())
-                .bind(last_seq)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .as_ref()
-                .map(message_from)
-                .transpose()?
+            sqlx::query(concat!(
+                "SELECT ",
+                msg_cols!(),
+                " FROM messages WHERE conversation_id = $1 AND seq = $2"
+            ))
+            .bind(id.to_string())
+            .bind(last_seq)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .as_ref()
+            .map(message_from)
+            .transpose()?
         } else {
             None
         };
@@ -175,7 +189,11 @@ impl Store {
         let id = Uuid::now_v7();
         let direct_key = (kind == ConversationKind::Direct).then(|| {
             let (a, b) = (members[0].0.to_string(), members[1].0.to_string());
-            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
+            if a < b {
+                format!("{a}:{b}")
+            } else {
+                format!("{b}:{a}")
+            }
         });
         let mut tx = self.db.pool.begin().await?;
         let inserted = sqlx::query(
@@ -210,14 +228,25 @@ impl Store {
             id,
             kind,
             title: title.map(str::to_owned),
-            members: members.iter().map(|(u, r)| Member { user_id: *u, role: *r, joined_at: now }).collect(),
+            members: members
+                .iter()
+                .map(|(u, r)| Member {
+                    user_id: *u,
+                    role: *r,
+                    joined_at: now,
+                })
+                .collect(),
             created_at: now,
             last_seq: 0,
             last_message: None,
             unread_count: 0,
             last_read_seq: 0,
         };
-        let ev = events::conversation(chat_protocol::frames::ConversationChange::Created, &conv, None);
+        let ev = events::conversation(
+            chat_protocol::frames::ConversationChange::Created,
+            &conv,
+            None,
+        );
         insert_outbox(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok((id, true))
@@ -261,7 +290,9 @@ impl Store {
         .bind(uid.to_string())
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?))).collect()
+        rows.iter()
+            .map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?)))
+            .collect()
     }
 
     // --- messages ---
@@ -359,19 +390,36 @@ impl Store {
     }
 
     /// A page of history, ascending, and whether more exist beyond it in the paging direction.
-    pub async fn history(&self, cid: Uuid, page: Page, limit: i64) -> Result<(Vec<Message>, bool), sqlx::Error> {
+    pub async fn history(
+        &self,
+        cid: Uuid,
+        page: Page,
+        limit: i64,
+    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
         let fetch = limit + 1;
         let (sql, bound): (&'static str, Option<i64>) = match page {
             Page::After(s) => (
-                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"),
+                concat!(
+                    "SELECT ",
+                    msg_cols!(),
+                    " FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+                ),
                 Some(s),
             ),
             Page::Before(s) => (
-                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"),
+                concat!(
+                    "SELECT ",
+                    msg_cols!(),
+                    " FROM messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                ),
                 Some(s),
             ),
             Page::Latest => (
-                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"),
+                concat!(
+                    "SELECT ",
+                    msg_cols!(),
+                    " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
+                ),
                 None,
             ),
         };
@@ -391,7 +439,12 @@ impl Store {
 
     /// Moves the reader's position forward (never back), clamped to last_seq. Returns the new
     /// position if it moved (and queues the `read` event).
-    pub async fn mark_read(&self, cid: Uuid, uid: Uuid, seq: i64) -> Result<Option<i64>, sqlx::Error> {
+    pub async fn mark_read(
+        &self,
+        cid: Uuid,
+        uid: Uuid,
+        seq: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE members SET last_read_seq = \
@@ -421,7 +474,11 @@ impl Store {
     /// On PostgreSQL a transaction-scoped advisory lock lets only one replica relay at a time, which
     /// keeps the bus order equal to the commit order of seq allocation. Returns rows published, or
     /// None when another replica holds the lock.
-    pub async fn relay_outbox<F, Fut>(&self, batch: i64, publish: F) -> Result<Option<usize>, RelayError>
+    pub async fn relay_outbox<F, Fut>(
+        &self,
+        batch: i64,
+        publish: F,
+    ) -> Result<Option<usize>, RelayError>
     where
         F: Fn(String, String) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
@@ -440,17 +497,26 @@ impl Store {
                 let rows = sqlx::query(SELECT).bind(batch).fetch_all(&mut *tx).await?;
                 let (done, err) = publish_rows(&rows, &publish).await?;
                 if let Some(last) = done {
-                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1")
+                        .bind(last)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
             }
             // One process owns a SQLite file, and its single relay task runs alone.
             Backend::Sqlite => {
-                let rows = sqlx::query(SELECT).bind(batch).fetch_all(&self.db.pool).await?;
+                let rows = sqlx::query(SELECT)
+                    .bind(batch)
+                    .fetch_all(&self.db.pool)
+                    .await?;
                 let (done, err) = publish_rows(&rows, &publish).await?;
                 if let Some(last) = done {
-                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&self.db.pool).await?;
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1")
+                        .bind(last)
+                        .execute(&self.db.pool)
+                        .await?;
                 }
                 err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
             }
@@ -458,7 +524,10 @@ impl Store {
     }
 
     pub async fn outbox_depth(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox").fetch_one(&self.db.pool).await?.try_get("n")
+        sqlx::query("SELECT COUNT(*) AS n FROM outbox")
+            .fetch_one(&self.db.pool)
+            .await?
+            .try_get("n")
     }
 }
 
@@ -471,7 +540,10 @@ pub enum RelayError {
 }
 
 /// Publishes rows in order until one fails; returns the last published id and the failure.
-async fn publish_rows<F, Fut>(rows: &[AnyRow], publish: &F) -> Result<(Option<i64>, Option<String>), sqlx::Error>
+async fn publish_rows<F, Fut>(
+    rows: &[AnyRow],
+    publish: &F,
+) -> Result<(Option<i64>, Option<String>), sqlx::Error>
 where
     F: Fn(String, String) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

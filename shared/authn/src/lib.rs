@@ -41,7 +41,9 @@ impl From<VerifyError> for ApiError {
     fn from(e: VerifyError) -> Self {
         match e {
             VerifyError::Expired => ApiError::token_expired(),
-            VerifyError::KeysUnavailable(d) => ApiError::unavailable(format!("cannot verify tokens now: {d}")),
+            VerifyError::KeysUnavailable(d) => {
+                ApiError::unavailable(format!("cannot verify tokens now: {d}"))
+            }
             other => ApiError::unauthorized(other.to_string()),
         }
     }
@@ -92,7 +94,8 @@ impl Verifier {
 
     /// Verifies signature, algorithm, `kid`, expiry and revocation.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| VerifyError::Invalid("malformed token"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(VerifyError::Invalid("unsupported algorithm"));
         }
@@ -107,7 +110,9 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
             match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => VerifyError::Expired,
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Invalid("bad signature"),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    VerifyError::Invalid("bad signature")
+                }
                 _ => VerifyError::Invalid("invalid token"),
             }
         })?;
@@ -140,9 +145,14 @@ impl Verifier {
                     .await
                     .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
                 if !resp.status().is_success() {
-                    return Err(VerifyError::KeysUnavailable(format!("JWKS answered {}", resp.status())));
+                    return Err(VerifyError::KeysUnavailable(format!(
+                        "JWKS answered {}",
+                        resp.status()
+                    )));
                 }
-                resp.json::<JwkSet>().await.map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
+                resp.json::<JwkSet>()
+                    .await
+                    .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
             }
         };
         let mut keys = HashMap::new();
@@ -182,7 +192,10 @@ pub fn now_secs() -> i64 {
 pub fn spawn_revocation_listener(verifier: Arc<Verifier>, bus: &chat_bus::Bus) {
     let (subs, mut rx) = bus.subscriber(256);
     tokio::spawn(async move {
-        subs.subscribe(vec![chat_protocol::bus::topics::SESSIONS_REVOKED.to_string()]).await;
+        subs.subscribe(vec![
+            chat_protocol::bus::topics::SESSIONS_REVOKED.to_string(),
+        ])
+        .await;
         while let Some(d) = rx.recv().await {
             if let chat_bus::Delivery::Message { payload, .. } = d
                 && let Some(env) = chat_protocol::bus::Envelope::decode(payload)
@@ -205,9 +218,16 @@ pub struct AuthUser {
 
 /// Extracts the bearer token of an `Authorization` header.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -221,6 +241,10 @@ where
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let verifier = Arc::<Verifier>::from_ref(state);
         let claims = verifier.verify(token).await?;
-        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
+        Ok(AuthUser {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            claims,
+        })
     }
 }

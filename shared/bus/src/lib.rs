@@ -24,7 +24,10 @@ pub enum BusError {
 /// Something the subscription stream yields.
 #[derive(Debug, Clone)]
 pub enum Delivery {
-    Message { topic: Arc<str>, payload: Bytes },
+    Message {
+        topic: Arc<str>,
+        payload: Bytes,
+    },
     /// The connection to the broker was lost and is back with every subscription restored;
     /// messages published in between may be missing.
     Resubscribed,

@@ -19,8 +19,13 @@ pub struct RedisBus {
 
 impl RedisBus {
     pub(crate) fn new(url: &str) -> Result<Self, BusError> {
-        let client = redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
-        Ok(RedisBus { client, conn: Arc::default(), connecting: Arc::default() })
+        let client =
+            redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
+        Ok(RedisBus {
+            client,
+            conn: Arc::default(),
+            connecting: Arc::default(),
+        })
     }
 
     async fn conn(&self) -> Result<ConnectionManager, BusError> {
@@ -41,7 +46,10 @@ impl RedisBus {
 
     pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        let cmd = redis::cmd("PUBLISH").arg(topic).arg(&payload[..]).to_owned();
+        let cmd = redis::cmd("PUBLISH")
+            .arg(topic)
+            .arg(&payload[..])
+            .to_owned();
         match tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut c)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
@@ -51,7 +59,12 @@ impl RedisBus {
 
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        match tokio::time::timeout(PUBLISH_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut c)).await {
+        match tokio::time::timeout(
+            PUBLISH_TIMEOUT,
+            redis::cmd("PING").query_async::<String>(&mut c),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
             Err(_) => Err(BusError::Unavailable("ping timed out".into())),
@@ -121,7 +134,10 @@ async fn run_subscriber(
         }
         backoff = Duration::from_millis(50);
         if !first {
-            tracing::warn!(topics = topics.len(), "redis bus reconnected and resubscribed");
+            tracing::warn!(
+                topics = topics.len(),
+                "redis bus reconnected and resubscribed"
+            );
             metrics::counter!("bus_reconnects_total").increment(1);
             if out.send(Delivery::Resubscribed).await.is_err() {
                 return;

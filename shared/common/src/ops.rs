@@ -21,7 +21,10 @@ impl ReadyCheck {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        ReadyCheck { name, probe: Arc::new(move || Box::pin(f())) }
+        ReadyCheck {
+            name,
+            probe: Arc::new(move || Box::pin(f())),
+        }
     }
 }
 
@@ -62,7 +65,11 @@ pub fn admin_router(checks: Vec<ReadyCheck>) -> Router {
                             }
                         }
                     }
-                    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let status = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
                     (status, body)
                 }
             }),
@@ -71,7 +78,10 @@ pub fn admin_router(checks: Vec<ReadyCheck>) -> Router {
             "/metrics",
             get(|| async {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     chat_telemetry::render_metrics(),
                 )
                     .into_response()
@@ -114,15 +124,29 @@ pub fn http_check(name: &'static str, url: String) -> ReadyCheck {
     ReadyCheck::new(name, move || {
         let url = url.clone();
         async move {
-            let addr = url.strip_prefix("http://").ok_or("only http:// peers are checked")?;
-            let (hostport, path) = addr.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((addr, "/".into()));
-            let mut s = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
+            let addr = url
+                .strip_prefix("http://")
+                .ok_or("only http:// peers are checked")?;
+            let (hostport, path) = addr
+                .split_once('/')
+                .map(|(h, p)| (h, format!("/{p}")))
+                .unwrap_or((addr, "/".into()));
+            let mut s = tokio::net::TcpStream::connect(hostport)
+                .await
+                .map_err(|e| e.to_string())?;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 12];
             s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            if buf.starts_with(b"HTTP/1.1 2") { Ok(()) } else { Err(format!("{name} answered {}", String::from_utf8_lossy(&buf))) }
+            if buf.starts_with(b"HTTP/1.1 2") {
+                Ok(())
+            } else {
+                Err(format!("{name} answered {}", String::from_utf8_lossy(&buf)))
+            }
         }
     })
 }

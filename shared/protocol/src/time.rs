@@ -18,7 +18,13 @@ impl Timestamp {
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff...]Z` (UTC only, which is all this API emits).
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
             return None;
         }
         let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
@@ -43,7 +49,9 @@ impl Timestamp {
             ms += i64::from(c - b'0') * [100, 10, 1][i];
         }
         let days = days_from_civil(y, mo, d);
-        Some(Timestamp(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms))
+        Some(Timestamp(
+            ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms,
+        ))
     }
 }
 
@@ -95,7 +103,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 UTC timestamp"))
+        Timestamp::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 UTC timestamp"))
     }
 }
 
@@ -108,9 +117,15 @@ mod tests {
         let t = Timestamp::parse("2026-11-25T21:08:11.123Z").unwrap();
         assert_eq!(t.to_string(), "2026-11-25T21:08:11.123Z");
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
         for ms in [0, 1, 999, 86_399_999, 1_764_000_000_123, 4_102_444_800_000] {
-            assert_eq!(Timestamp::parse(&Timestamp(ms).to_string()), Some(Timestamp(ms)));
+            assert_eq!(
+                Timestamp::parse(&Timestamp(ms).to_string()),
+                Some(Timestamp(ms))
+            );
         }
         assert_eq!(Timestamp::parse("2026-11-25T21:08:11+01:00"), None);
     }

@@ -1,0 +1,468 @@
+//! Harness for end-to-end tests: starts the real binaries on free ports against real servers and
+//! talks to them like a client (HTTP and WebSocket).
+//!
+//! Servers come from `CHAT_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`) and
+//! `CHAT_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). A test that cannot reach one fails with
+//! the command that starts it; `scripts/test.sh` starts them when they are down.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+pub fn pg_url() -> String {
+    std::env::var("CHAT_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
+/// Fails the test (never skips it) when a server is not reachable.
+pub async fn require_server(name: &str, url: &str, how: &str) {
+    let addr = host_port(url);
+    match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await {
+        Ok(Ok(_)) => {}
+        _ => panic!(
+            "{name} is not reachable at {addr}. Start it with: {how}  (or run scripts/test.sh, which starts it)"
+        ),
+    }
+}
+
+pub async fn require_postgres() -> String {
+    let url = pg_url();
+    require_server(
+        "PostgreSQL",
+        &url,
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    )
+    .await;
+    url
+}
+
+pub async fn require_redis() -> String {
+    let url = redis_url();
+    require_server(
+        "Redis",
+        &url,
+        "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no",
+    )
+    .await;
+    url
+}
+
+/// A unique name for this test's schemas and data.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x")
+    )
+}
+
+/// The workspace's built binary `name` (built by `cargo build --bins`, which scripts/test.sh runs).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "binary {} is missing: build it first with `cargo build --workspace --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// A running binary, killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, envs: &[(&str, String)]) -> Proc {
+        let mut cmd = Command::new(binary(name));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .env("LOG_FORMAT", "pretty")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("process exits after SIGTERM")
+            .expect("wait")
+    }
+}
+
+/// Polls `http://<admin>/readyz` until it answers 200 (panics after 30 s with the last answer).
+pub async fn wait_ready(name: &str, admin: &str) {
+    let http = reqwest::Client::new();
+    let mut last = String::new();
+    for _ in 0..300 {
+        match http.get(format!("http://{admin}/readyz")).send().await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => last = r.text().await.unwrap_or_default(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{name} not ready after 30 s: {last}");
+}
+
+/// A registered user.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: Uuid,
+    pub username: String,
+    pub token: String,
+    pub refresh: String,
+}
+
+/// A plain HTTP client for one base URL.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: impl Into<String>) -> Api {
+        Api {
+            base: base.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn register(&self, username: &str) -> TestUser {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/auth/register",
+                None,
+                Some(json!({"username": username, "password": "correct horse 1"})),
+            )
+            .await;
+        assert_eq!(s, 201, "register {username}: {v}");
+        TestUser {
+            id: v["user"]["id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .expect("user id"),
+            username: username.to_lowercase(),
+            token: v["access_token"].as_str().expect("token").to_string(),
+            refresh: v["refresh_token"].as_str().expect("refresh").to_string(),
+        }
+    }
+
+    pub async fn direct(&self, a: &TestUser, b: &TestUser) -> Uuid {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/v1/conversations",
+                Some(&a.token),
+                Some(json!({"kind": "direct", "members": [b.id]})),
+            )
+            .await;
+        assert!(s == 201 || s == 200, "create direct: {s} {v}");
+        Uuid::parse_str(v["id"].as_str().expect("id")).expect("uuid")
+    }
+}
+
+pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that collects JSON frames.
+pub struct Ws {
+    pub stream: WsStream,
+}
+
+impl Ws {
+    /// Connects with a bearer header; `query` is appended as-is (e.g. `?resume=1`).
+    pub async fn connect(ws_base: &str, token: &str, query: &str) -> Ws {
+        let mut req = format!("{ws_base}/v1/ws{query}")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket connect");
+        Ws { stream }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.stream
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON frame within `timeout`; panics on timeout or close.
+    pub async fn next(&mut self, timeout: Duration) -> Value {
+        loop {
+            let m = tokio::time::timeout(timeout, self.stream.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("websocket error");
+            match m {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+                Message::Close(c) => panic!("connection closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for the first frame matching `pred`, skipping others.
+    pub async fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.next(left).await;
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    /// Waits for a close frame and returns its code.
+    pub async fn closed(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => panic!("no close within {timeout:?}"),
+                Ok(None) => return None,
+                Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(c)))) => return c.map(|c| u16::from(c.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// The microservices: auth, message-store, presence and `edges` ws-edge instances, on PostgreSQL
+/// (a fresh schema per service and test) and the given bus.
+pub struct Cluster {
+    pub auth: String,
+    pub store: String,
+    pub presence: String,
+    pub edges: Vec<String>,
+    pub edge_admins: Vec<String>,
+    pub store_schema: String,
+    pub procs: Vec<Proc>,
+}
+
+impl Cluster {
+    pub async fn start(bus_url: &str, edges: usize, extra: &[(&'static str, String)]) -> Cluster {
+        let pg = require_postgres().await;
+        let id = unique("e2e");
+        let (auth, auth_admin) = (free_addr(), free_addr());
+        let (store, store_admin) = (free_addr(), free_addr());
+        let (presence, presence_admin) = (free_addr(), free_addr());
+        let auth_url = format!("http://{auth}");
+        let common = |mut v: Vec<(&'static str, String)>| {
+            v.push(("BUS_URL", bus_url.to_string()));
+            v.push(("AUTH_URL", auth_url.clone()));
+            v.extend(extra.iter().cloned());
+            v
+        };
+        let mut procs = Vec::new();
+        let auth_schema = format!("{id}_auth");
+        procs.push(Proc::spawn(
+            "chat-auth",
+            &common(vec![
+                ("AUTH_LISTEN", auth.clone()),
+                ("AUTH_ADMIN_LISTEN", auth_admin.clone()),
+                ("DATABASE_URL", pg.clone()),
+                ("DATABASE_SCHEMA", auth_schema),
+            ]),
+        ));
+        wait_ready("chat-auth", &auth_admin).await;
+        let store_schema = format!("{id}_msg");
+        procs.push(Proc::spawn(
+            "chat-message-store",
+            &common(vec![
+                ("MESSAGE_STORE_LISTEN", store.clone()),
+                ("MESSAGE_STORE_ADMIN_LISTEN", store_admin.clone()),
+                ("DATABASE_URL", pg.clone()),
+                ("DATABASE_SCHEMA", store_schema.clone()),
+            ]),
+        ));
+        procs.push(Proc::spawn(
+            "chat-presence",
+            &common(vec![
+                ("PRESENCE_LISTEN", presence.clone()),
+                ("PRESENCE_ADMIN_LISTEN", presence_admin.clone()),
+            ]),
+        ));
+        wait_ready("chat-message-store", &store_admin).await;
+        wait_ready("chat-presence", &presence_admin).await;
+        let mut edge_addrs = Vec::new();
+        let mut edge_admins = Vec::new();
+        for i in 0..edges {
+            let (e, ea) = (free_addr(), free_addr());
+            procs.push(Proc::spawn(
+                "chat-ws-edge",
+                &common(vec![
+                    ("WS_EDGE_LISTEN", e.clone()),
+                    ("WS_EDGE_ADMIN_LISTEN", ea.clone()),
+                    ("WS_EDGE_ID", format!("{id}-edge{i}")),
+                    ("MESSAGE_STORE_URL", format!("http://{store}")),
+                    ("PRESENCE_URL", format!("http://{presence}")),
+                ]),
+            ));
+            edge_addrs.push(e);
+            edge_admins.push(ea);
+        }
+        for ea in &edge_admins {
+            wait_ready("chat-ws-edge", ea).await;
+        }
+        Cluster {
+            auth,
+            store,
+            presence,
+            edges: edge_addrs,
+            edge_admins,
+            store_schema,
+            procs,
+        }
+    }
+
+    pub fn auth_api(&self) -> Api {
+        Api::new(format!("http://{}", self.auth))
+    }
+    pub fn store_api(&self) -> Api {
+        Api::new(format!("http://{}", self.store))
+    }
+    pub fn edge_ws(&self, i: usize) -> String {
+        format!("ws://{}", self.edges[i])
+    }
+}
+
+/// The all-in-one binary on its defaults (SQLite in a fresh data dir, in-process bus).
+pub struct AllInOne {
+    pub addr: String,
+    pub admin: String,
+    pub data_dir: tempdir::Dir,
+    pub proc: Proc,
+}
+
+pub mod tempdir {
+    /// A directory removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(prefix: &str) -> Dir {
+            let p = std::env::temp_dir().join(super::unique(prefix));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Dir(p)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl AllInOne {
+    pub async fn start(extra: &[(&str, String)]) -> AllInOne {
+        let (addr, admin) = (free_addr(), free_addr());
+        let data_dir = tempdir::Dir::new("chat-aio");
+        let mut env = vec![
+            ("CHAT_LISTEN", addr.clone()),
+            ("CHAT_ADMIN_LISTEN", admin.clone()),
+            ("CHAT_DATA_DIR", data_dir.0.display().to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let proc = Proc::spawn("chat", &env);
+        wait_ready("chat", &admin).await;
+        AllInOne {
+            addr,
+            admin,
+            data_dir,
+            proc,
+        }
+    }
+    pub fn api(&self) -> Api {
+        Api::new(format!("http://{}", self.addr))
+    }
+    pub fn ws(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);

@@ -21,10 +21,7 @@ impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let trusted = &s.limits.trusted_proxies;
         let Some(peer) = peer else {
             return Ok(ClientAddr(None));
@@ -41,26 +38,15 @@ impl FromRequestParts<AppState> for ClientAddr {
             .flat_map(|v| v.split(','))
             .filter_map(|p| p.trim().parse().ok())
             .collect();
-        let client = xff
-            .iter()
-            .rev()
-            .find(|ip| !trusted.contains(ip))
-            .copied()
-            .unwrap_or(peer);
+        let client = xff.iter().rev().find(|ip| !trusted.contains(ip)).copied().unwrap_or(peer);
         Ok(ClientAddr(Some(client)))
     }
 }
 
 fn valid_username(u: &str) -> Result<(), ApiError> {
     let n = u.chars().count();
-    if !(3..=32).contains(&n)
-        || !u
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(ApiError::validation(
-            "`username` must be 3-32 characters of a-z A-Z 0-9 _ . -",
-        ));
+    if !(3..=32).contains(&n) || !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(ApiError::validation("`username` must be 3-32 characters of a-z A-Z 0-9 _ . -"));
     }
     Ok(())
 }
@@ -79,13 +65,7 @@ pub async fn register(
     }
     let ip_key = addr.0.map(|ip| format!("reg:{ip}"));
     if let Some(k) = &ip_key {
-        throttle(
-            s,
-            k,
-            s.limits.registrations_per_ip,
-            s.limits.register_window_secs,
-        )
-        .await?;
+        throttle(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;
     }
     let username = username.to_ascii_lowercase();
     let hash = s.hasher.hash(password).await?;
@@ -95,16 +75,8 @@ pub async fn register(
         username,
         created_at: Timestamp::now(),
     };
-    if !s
-        .store
-        .create_user(&user, &hash)
-        .await
-        .map_err(crate::Error::from)?
-    {
-        return Err(ApiError::conflict(
-            "username_taken",
-            "that username is taken",
-        ));
+    if !s.store.create_user(&user, &hash).await.map_err(crate::Error::from)? {
+        return Err(ApiError::conflict("username_taken", "that username is taken"));
     }
     if let Some(k) = &ip_key {
         s.store.throttle_add(k).await.map_err(crate::Error::from)?;
@@ -113,39 +85,18 @@ pub async fn register(
     issue_session(s, user).await
 }
 
-pub async fn login(
-    s: &AppState,
-    addr: ClientAddr,
-    username: &str,
-    password: String,
-) -> ApiResult<TokenResponse> {
+pub async fn login(s: &AppState, addr: ClientAddr, username: &str, password: String) -> ApiResult<TokenResponse> {
     if username.contains('\0') || password.contains('\0') {
         return Err(ApiError::validation("fields must not contain NUL"));
     }
     let username = username.to_ascii_lowercase();
     let user_key = format!("login:u:{username}");
     let ip_key = addr.0.map(|ip| format!("login:ip:{ip}"));
-    throttle(
-        s,
-        &user_key,
-        s.limits.login_failures_per_user,
-        s.limits.login_window_secs,
-    )
-    .await?;
+    throttle(s, &user_key, s.limits.login_failures_per_user, s.limits.login_window_secs).await?;
     if let Some(k) = &ip_key {
-        throttle(
-            s,
-            k,
-            s.limits.login_failures_per_ip,
-            s.limits.login_window_secs,
-        )
-        .await?;
+        throttle(s, k, s.limits.login_failures_per_ip, s.limits.login_window_secs).await?;
     }
-    let found = s
-        .store
-        .user_with_hash(&username)
-        .await
-        .map_err(crate::Error::from)?;
+    let found = s.store.user_with_hash(&username).await.map_err(crate::Error::from)?;
     let (user, hash) = match found {
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
@@ -153,18 +104,12 @@ pub async fn login(
     let ok = s.hasher.verify(password, hash).await?;
     match user {
         Some(user) if ok => {
-            s.store
-                .throttle_clear(&user_key)
-                .await
-                .map_err(crate::Error::from)?;
+            s.store.throttle_clear(&user_key).await.map_err(crate::Error::from)?;
             issue_session(s, user).await
         }
         _ => {
             metrics::counter!("auth_login_failures_total").increment(1);
-            s.store
-                .throttle_add(&user_key)
-                .await
-                .map_err(crate::Error::from)?;
+            s.store.throttle_add(&user_key).await.map_err(crate::Error::from)?;
             if let Some(k) = &ip_key {
                 s.store.throttle_add(k).await.map_err(crate::Error::from)?;
             }
@@ -177,15 +122,9 @@ pub async fn login(
 async fn throttle(s: &AppState, key: &str, limit: i64, window_secs: i64) -> ApiResult<()> {
     let now = Timestamp::now().0;
     let window_ms = window_secs * 1000;
-    let (n, oldest) = s
-        .store
-        .throttle_count(key, now - window_ms)
-        .await
-        .map_err(crate::Error::from)?;
+    let (n, oldest) = s.store.throttle_count(key, now - window_ms).await.map_err(crate::Error::from)?;
     if n >= limit {
-        let retry = oldest
-            .map(|o| (o + window_ms - now) / 1000 + 1)
-            .unwrap_or(window_secs);
+        let retry = oldest.map(|o| (o + window_ms - now) / 1000 + 1).unwrap_or(window_secs);
         return Err(ApiError::rate_limited(retry.max(1) as u64));
     }
     Ok(())
@@ -206,13 +145,7 @@ fn hash_token(t: &str) -> String {
 fn access_token(s: &AppState, user: Uuid, sid: Uuid) -> Result<(String, i64), crate::Error> {
     let iat = chat_authn::now_secs();
     let exp = iat + s.limits.access_ttl;
-    let claims = Claims {
-        sub: user,
-        sid,
-        iat,
-        exp,
-        jti: Uuid::new_v4().to_string(),
-    };
+    let claims = Claims { sub: user, sid, iat, exp, jti: Uuid::new_v4().to_string() };
     Ok((s.keys.sign(&claims)?, exp))
 }
 
@@ -221,10 +154,7 @@ async fn issue_session(s: &AppState, user: User) -> ApiResult<TokenResponse> {
     let (access, exp) = access_token(s, user.id, sid)?;
     let refresh = new_refresh_token()?;
     let refresh_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
-    s.store
-        .create_session(sid, user.id, exp, &hash_token(&refresh), refresh_exp)
-        .await
-        .map_err(crate::Error::from)?;
+    s.store.create_session(sid, user.id, exp, &hash_token(&refresh), refresh_exp).await.map_err(crate::Error::from)?;
     Ok(token_response(s, user, access, refresh))
 }
 
@@ -244,12 +174,7 @@ pub async fn refresh(s: &AppState, token: &str) -> ApiResult<TokenResponse> {
         return Err(invalid());
     }
     let hash = hash_token(token);
-    let row = s
-        .store
-        .refresh_token(&hash)
-        .await
-        .map_err(crate::Error::from)?
-        .ok_or_else(invalid)?;
+    let row = s.store.refresh_token(&hash).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
     if row.session_revoked {
         return Err(invalid());
     }
@@ -262,12 +187,7 @@ pub async fn refresh(s: &AppState, token: &str) -> ApiResult<TokenResponse> {
     if row.expires_at < Timestamp::now().0 {
         return Err(invalid());
     }
-    let user = s
-        .store
-        .user(row.user_id)
-        .await
-        .map_err(crate::Error::from)?
-        .ok_or_else(invalid)?;
+    let user = s.store.user(row.user_id).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
     let (access, exp) = access_token(s, user.id, row.session_id)?;
     let new = new_refresh_token()?;
     let new_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
@@ -288,12 +208,7 @@ pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {
     if token.len() != 43 {
         return Ok(());
     }
-    if let Some(row) = s
-        .store
-        .refresh_token(&hash_token(token))
-        .await
-        .map_err(crate::Error::from)?
-    {
+    if let Some(row) = s.store.refresh_token(&hash_token(token)).await.map_err(crate::Error::from)? {
         revoke(s, row.session_id).await?;
     }
     Ok(())
@@ -301,12 +216,7 @@ pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {
 
 /// Revokes a session and tells every service (verifiers refuse its tokens; edges close with 4001).
 pub async fn revoke(s: &AppState, sid: Uuid) -> ApiResult<()> {
-    if let Some(access_exp) = s
-        .store
-        .revoke_session(sid)
-        .await
-        .map_err(crate::Error::from)?
-    {
+    if let Some(access_exp) = s.store.revoke_session(sid).await.map_err(crate::Error::from)? {
         s.verifier.revoke(sid, access_exp);
         let mut h = EventHeader::new(EventKind::SessionRevoked);
         h.session_id = Some(sid);

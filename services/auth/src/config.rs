@@ -42,14 +42,11 @@ impl Limits {
         let trusted = env_or("CHAT_TRUSTED_PROXIES", "");
         let mut trusted_proxies = Vec::new();
         for p in trusted.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            trusted_proxies.push(
-                p.parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError {
-                        name: "CHAT_TRUSTED_PROXIES",
-                        value: p.to_string(),
-                        reason: e.to_string(),
-                    })?,
-            );
+            trusted_proxies.push(p.parse().map_err(|e: std::net::AddrParseError| ConfigError {
+                name: "CHAT_TRUSTED_PROXIES",
+                value: p.to_string(),
+                reason: e.to_string(),
+            })?);
         }
         Ok(Limits {
             access_ttl: env_parse("CHAT_ACCESS_TOKEN_TTL", 900)?,

@@ -30,9 +30,7 @@ impl Keys {
             store.insert_key(&generate()?).await?;
         }
         let loaded = Self::build(store, access_ttl).await?;
-        Ok(Keys {
-            inner: Arc::new(RwLock::new(loaded)),
-        })
+        Ok(Keys { inner: Arc::new(RwLock::new(loaded)) })
     }
 
     /// Makes a new key the signing key; the old one stays published until its tokens expired.
@@ -50,17 +48,10 @@ impl Keys {
     }
 
     async fn build(store: &Store, access_ttl: i64) -> Result<Loaded, crate::Error> {
-        let active = store
-            .active_key()
-            .await?
-            .ok_or_else(|| crate::Error::Internal("no signing key".into()))?;
-        let der = STANDARD
-            .decode(&active.private_der)
-            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let active = store.active_key().await?.ok_or_else(|| crate::Error::Internal("no signing key".into()))?;
+        let der = STANDARD.decode(&active.private_der).map_err(|e| crate::Error::Internal(e.to_string()))?;
         let encoding = EncodingKey::from_ed_der(&der);
-        let published = store
-            .published_keys(chat_protocol::Timestamp::now().0 - access_ttl * 1000)
-            .await?;
+        let published = store.published_keys(chat_protocol::Timestamp::now().0 - access_ttl * 1000).await?;
         let keys: Vec<serde_json::Value> = published
             .iter()
             .map(|k| {
@@ -71,19 +62,14 @@ impl Keys {
             .collect();
         let jwks: JwkSet = serde_json::from_value(serde_json::json!({ "keys": keys }))
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
-        Ok(Loaded {
-            kid: active.kid,
-            encoding,
-            jwks,
-        })
+        Ok(Loaded { kid: active.kid, encoding, jwks })
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, crate::Error> {
         let k = self.inner.read().expect("keys lock");
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(k.kid.clone());
-        jsonwebtoken::encode(&header, claims, &k.encoding)
-            .map_err(|e| crate::Error::Internal(e.to_string()))
+        jsonwebtoken::encode(&header, claims, &k.encoding).map_err(|e| crate::Error::Internal(e.to_string()))
     }
 
     pub fn jwks(&self) -> JwkSet {
@@ -99,16 +85,11 @@ impl JwksProvider for Keys {
 
 fn generate() -> Result<KeyRow, crate::Error> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
-    let doc =
-        Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| crate::Error::Internal(e.to_string()))?;
-    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref())
-        .map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|e| crate::Error::Internal(e.to_string()))?;
     let public = pair.public_key().as_ref();
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, public);
-    let kid = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let kid = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect::<String>();
     Ok(KeyRow {
         kid,
         private_der: STANDARD.encode(doc.as_ref()),

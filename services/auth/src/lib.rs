@@ -72,10 +72,7 @@ pub fn spawn_background(s: &AppState) {
                 tracing::warn!(error = %e, "key reload failed");
             }
             let horizon = chat_protocol::Timestamp::now().0
-                - 1000
-                    * s.limits
-                        .login_window_secs
-                        .max(s.limits.register_window_secs);
+                - 1000 * s.limits.login_window_secs.max(s.limits.register_window_secs);
             if let Err(e) = s.store.throttle_purge(horizon).await {
                 tracing::warn!(error = %e, "throttle purge failed");
             }
@@ -100,19 +97,13 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
 }
 
 /// Runs the service until `shutdown`: public and internal routes on `listen`, admin on `admin_listen`.
-pub async fn run(
-    cfg: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let bus = Bus::connect(cfg.bus_url.as_deref())
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
     let state = build(cfg.database.clone(), cfg.limits.clone(), bus.clone()).await?;
     spawn_background(&state);
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
-    let app =
-        chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
     chat_common::server::serve_service(
         &cfg.listen,
         "AUTH_LISTEN",

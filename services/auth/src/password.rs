@@ -20,36 +20,20 @@ pub struct Hasher {
 
 impl Hasher {
     pub fn new(concurrency: usize) -> Self {
-        let dummy =
-            hash_blocking("timing-equaliser-not-a-password").expect("argon2 parameters are valid");
-        Hasher {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy: Arc::new(dummy),
-        }
+        let dummy = hash_blocking("timing-equaliser-not-a-password").expect("argon2 parameters are valid");
+        Hasher { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::new(dummy) }
     }
 
     pub async fn hash(&self, password: String) -> Result<String, crate::Error> {
-        let _p = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let _p = self.permits.acquire().await.map_err(|e| crate::Error::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || hash_blocking(&password))
             .await
             .map_err(|e| crate::Error::Internal(e.to_string()))?
     }
 
     /// `stored` is `None` for an unknown user: a dummy hash is checked so timing does not tell.
-    pub async fn verify(
-        &self,
-        password: String,
-        stored: Option<String>,
-    ) -> Result<bool, crate::Error> {
-        let _p = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, crate::Error> {
+        let _p = self.permits.acquire().await.map_err(|e| crate::Error::Internal(e.to_string()))?;
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &stored))
@@ -60,8 +44,7 @@ impl Hasher {
 }
 
 fn argon(m: u32, t: u32, p: u32) -> Result<Argon2<'static>, crate::Error> {
-    let params =
-        Params::new(m, t, p, Some(32)).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    let params = Params::new(m, t, p, Some(32)).map_err(|e| crate::Error::Internal(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -73,11 +56,7 @@ fn hash_blocking(password: &str) -> Result<String, crate::Error> {
     argon(M_COST, T_COST, P_COST)?
         .hash_password_into(password.as_bytes(), &salt, &mut out)
         .map_err(|e| crate::Error::Internal(e.to_string()))?;
-    Ok(format!(
-        "$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}",
-        B64.encode(salt),
-        B64.encode(out)
-    ))
+    Ok(format!("$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}", B64.encode(salt), B64.encode(out)))
 }
 
 fn verify_blocking(password: &str, stored: &str) -> bool {
@@ -102,9 +81,7 @@ fn verify_blocking(password: &str, stored: &str) -> bool {
     };
     let Ok(a) = argon(m, t, p) else { return false };
     let mut out = vec![0u8; expected.len()];
-    if a.hash_password_into(password.as_bytes(), &salt, &mut out)
-        .is_err()
-    {
+    if a.hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
         return false;
     }
     aws_lc_rs::constant_time::verify_slices_are_equal(&out, &expected).is_ok()

@@ -62,9 +62,7 @@ async fn login(
     addr: ClientAddr,
     ApiJson(b): ApiJson<Login>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(ApiJson(
-        accounts::login(&s, addr, &b.username, b.password).await?,
-    ))
+    Ok(ApiJson(accounts::login(&s, addr, &b.username, b.password).await?))
 }
 
 #[derive(Deserialize)]
@@ -76,19 +74,12 @@ fn token_str(v: &serde_json::Value) -> Option<&str> {
     v.as_str()
 }
 
-async fn refresh(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<RefreshBody>,
-) -> ApiResult<impl IntoResponse> {
-    let token = token_str(&b.refresh_token)
-        .ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
+async fn refresh(State(s): State<AppState>, ApiJson(b): ApiJson<RefreshBody>) -> ApiResult<impl IntoResponse> {
+    let token = token_str(&b.refresh_token).ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     Ok(ApiJson(accounts::refresh(&s, token).await?))
 }
 
-async fn logout(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<RefreshBody>,
-) -> ApiResult<StatusCode> {
+async fn logout(State(s): State<AppState>, ApiJson(b): ApiJson<RefreshBody>) -> ApiResult<StatusCode> {
     if let Some(token) = token_str(&b.refresh_token) {
         accounts::logout(&s, token).await?;
     }
@@ -96,19 +87,11 @@ async fn logout(
 }
 
 async fn me(State(s): State<AppState>, who: AuthUser) -> ApiResult<ApiJson<User>> {
-    let u = s
-        .store
-        .user(who.user_id)
-        .await
-        .map_err(crate::Error::from)?;
+    let u = s.store.user(who.user_id).await.map_err(crate::Error::from)?;
     u.map(ApiJson).ok_or_else(ApiError::not_found)
 }
 
-async fn user(
-    State(s): State<AppState>,
-    _who: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<User>> {
+async fn user(State(s): State<AppState>, _who: AuthUser, Path(id): Path<String>) -> ApiResult<ApiJson<User>> {
     let id = path_uuid(&id)?;
     let u = s.store.user(id).await.map_err(crate::Error::from)?;
     u.map(ApiJson).ok_or_else(ApiError::not_found)
@@ -124,19 +107,12 @@ async fn search(
     if prefix.contains('\0') {
         return Err(ApiError::validation("`q` must not contain NUL"));
     }
-    let users = s
-        .store
-        .search(&prefix, limit)
-        .await
-        .map_err(crate::Error::from)?;
+    let users = s.store.search(&prefix, limit).await.map_err(crate::Error::from)?;
     Ok(ApiJson(UserList { users }))
 }
 
 async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
-        ApiJson(s.keys.jwks()),
-    )
+    ([(axum::http::header::CACHE_CONTROL, "public, max-age=60")], ApiJson(s.keys.jwks()))
 }
 
 #[derive(Deserialize, serde::Serialize)]
@@ -144,23 +120,14 @@ pub struct Lookup {
     pub ids: Vec<Uuid>,
 }
 
-async fn lookup(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<Lookup>,
-) -> ApiResult<ApiJson<Lookup>> {
+async fn lookup(State(s): State<AppState>, ApiJson(b): ApiJson<Lookup>) -> ApiResult<ApiJson<Lookup>> {
     let ids = s.store.existing(&b.ids).await.map_err(crate::Error::from)?;
     Ok(ApiJson(Lookup { ids }))
 }
 
 async fn revoked_sessions(State(s): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let list = s
-        .store
-        .revoked_sessions(chat_authn::now_secs())
-        .await
-        .map_err(crate::Error::from)?;
-    let out: Vec<serde_json::Value> = list
-        .into_iter()
-        .map(|(sid, until)| serde_json::json!({"session_id": sid, "until": until}))
-        .collect();
+    let list = s.store.revoked_sessions(chat_authn::now_secs()).await.map_err(crate::Error::from)?;
+    let out: Vec<serde_json::Value> =
+        list.into_iter().map(|(sid, until)| serde_json::json!({"session_id": sid, "until": until})).collect();
     Ok(ApiJson(serde_json::json!({ "sessions": out })))
 }

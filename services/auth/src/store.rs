@@ -79,13 +79,11 @@ impl Store {
     }
 
     pub async fn retire_keys_except(&self, kid: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL",
-        )
-        .bind(Timestamp::now().0)
-        .bind(kid)
-        .execute(&self.db.pool)
-        .await?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL")
+            .bind(Timestamp::now().0)
+            .bind(kid)
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 
@@ -119,39 +117,27 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    pub async fn user_with_hash(
-        &self,
-        username: &str,
-    ) -> Result<Option<(User, String)>, sqlx::Error> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_cols!(),
-            ", password_hash FROM users WHERE username = $1"
-        ))
-        .bind(username)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?)))
-            .transpose()
+    pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String)>, sqlx::Error> {
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), ", password_hash FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
     }
 
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_cols!(),
-            " FROM users WHERE id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.db.pool)
-        .await?;
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
         row.as_ref().map(user_from).transpose()
     }
 
     /// Username prefix search in code-point order, served by the username index as a range scan.
     pub async fn search(&self, prefix: &str, limit: i64) -> Result<Vec<User>, sqlx::Error> {
-        let rows =
-            match upper_bound(prefix) {
-                Some(upper) if !prefix.is_empty() => sqlx::query(concat!(
+        let rows = match upper_bound(prefix) {
+            Some(upper) if !prefix.is_empty() => {
+                sqlx::query(concat!(
                     "SELECT ",
                     user_cols!(),
                     " FROM users WHERE username >= $1 AND username < $2 ORDER BY username LIMIT $3"
@@ -160,19 +146,20 @@ impl Store {
                 .bind(upper)
                 .bind(limit)
                 .fetch_all(&self.db.pool)
-                .await?,
-                _ => {
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        user_cols!(),
-                        " FROM users WHERE username >= $1 ORDER BY username LIMIT $2"
-                    ))
-                    .bind(prefix)
-                    .bind(limit)
-                    .fetch_all(&self.db.pool)
-                    .await?
-                }
-            };
+                .await?
+            }
+            _ => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    user_cols!(),
+                    " FROM users WHERE username >= $1 ORDER BY username LIMIT $2"
+                ))
+                .bind(prefix)
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+                .await?
+            }
+        };
         rows.iter().map(user_from).collect()
     }
 
@@ -206,23 +193,19 @@ impl Store {
         refresh_expires: i64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, created_at, access_exp) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(sid.to_string())
-        .bind(user_id.to_string())
-        .bind(Timestamp::now().0)
-        .bind(access_exp)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(refresh_hash)
-        .bind(sid.to_string())
-        .bind(refresh_expires)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO sessions (id, user_id, created_at, access_exp) VALUES ($1, $2, $3, $4)")
+            .bind(sid.to_string())
+            .bind(user_id.to_string())
+            .bind(Timestamp::now().0)
+            .bind(access_exp)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(refresh_hash)
+            .bind(sid.to_string())
+            .bind(refresh_expires)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 
@@ -257,25 +240,21 @@ impl Store {
         access_exp: i64,
     ) -> Result<bool, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
-        let r = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-        )
-        .bind(Timestamp::now().0)
-        .bind(old)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+            .bind(Timestamp::now().0)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
         if r.rows_affected() != 1 {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(new)
-        .bind(sid.to_string())
-        .bind(new_expires)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(new)
+            .bind(sid.to_string())
+            .bind(new_expires)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("UPDATE sessions SET access_exp = $1 WHERE id = $2 AND access_exp < $1")
             .bind(access_exp)
             .bind(sid.to_string())
@@ -299,30 +278,23 @@ impl Store {
 
     /// Sessions revoked whose access tokens may still be unexpired (for verifiers that start late).
     pub async fn revoked_sessions(&self, now_secs: i64) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT id, access_exp FROM sessions WHERE revoked_at IS NOT NULL AND access_exp >= $1",
-        )
-        .bind(now_secs)
-        .fetch_all(&self.db.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((uuid_col(r, "id")?, r.try_get("access_exp")?)))
-            .collect()
+        let rows = sqlx::query("SELECT id, access_exp FROM sessions WHERE revoked_at IS NOT NULL AND access_exp >= $1")
+            .bind(now_secs)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("access_exp")?))).collect()
     }
 
     // --- throttling ---
 
     /// Events of `key` since `since_ms`: their count and the oldest time.
-    pub async fn throttle_count(
-        &self,
-        key: &str,
-        since_ms: i64,
-    ) -> Result<(i64, Option<i64>), sqlx::Error> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM throttle_events WHERE key = $1 AND at > $2")
-            .bind(key)
-            .bind(since_ms)
-            .fetch_one(&self.db.pool)
-            .await?;
+    pub async fn throttle_count(&self, key: &str, since_ms: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM throttle_events WHERE key = $1 AND at > $2")
+                .bind(key)
+                .bind(since_ms)
+                .fetch_one(&self.db.pool)
+                .await?;
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
 
@@ -336,18 +308,12 @@ impl Store {
     }
 
     pub async fn throttle_clear(&self, key: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM throttle_events WHERE key = $1")
-            .bind(key)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query("DELETE FROM throttle_events WHERE key = $1").bind(key).execute(&self.db.pool).await?;
         Ok(())
     }
 
     pub async fn throttle_purge(&self, before_ms: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM throttle_events WHERE at < $1")
-            .bind(before_ms)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query("DELETE FROM throttle_events WHERE at < $1").bind(before_ms).execute(&self.db.pool).await?;
         Ok(())
     }
 }

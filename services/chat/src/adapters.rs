@@ -14,24 +14,10 @@ impl chat_ws_edge::upstream::MessageStore for LocalStore {
     async fn user_conversations(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, ApiError> {
         chat_message_store::service::user_conversations(&self.0, user).await
     }
-    async fn send(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        body: &str,
-        client_msg_id: Option<&str>,
-    ) -> Result<Message, ApiError> {
-        chat_message_store::service::send(&self.0, user, cid, body, client_msg_id)
-            .await
-            .map(|(m, _)| m)
+    async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {
+        chat_message_store::service::send(&self.0, user, cid, body, client_msg_id).await.map(|(m, _)| m)
     }
-    async fn history(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        after: Option<i64>,
-        limit: i64,
-    ) -> Result<MessagePage, ApiError> {
+    async fn history(&self, user: Uuid, cid: Uuid, after: Option<i64>, limit: i64) -> Result<MessagePage, ApiError> {
         chat_message_store::service::history(&self.0, user, cid, after, None, limit).await
     }
     async fn read(&self, user: Uuid, cid: Uuid, seq: i64) -> Result<(), ApiError> {
@@ -44,11 +30,7 @@ pub struct LocalPresence(pub chat_presence::AppState);
 
 #[async_trait::async_trait]
 impl chat_ws_edge::upstream::Presence for LocalPresence {
-    async fn report(
-        &self,
-        edge: &str,
-        r: &chat_ws_edge::upstream::PresenceReport,
-    ) -> Result<(), ApiError> {
+    async fn report(&self, edge: &str, r: &chat_ws_edge::upstream::PresenceReport) -> Result<(), ApiError> {
         let report = chat_presence::Report {
             online: r.online.clone(),
             offline: r.offline.clone(),
@@ -66,10 +48,6 @@ pub struct LocalDirectory(pub chat_auth::store::Store);
 #[async_trait::async_trait]
 impl chat_message_store::directory::UserDirectory for LocalDirectory {
     async fn existing(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, String> {
-        self.0
-            .existing(ids)
-            .await
-            .map(|v| v.into_iter().collect())
-            .map_err(|e| e.to_string())
+        self.0.existing(ids).await.map(|v| v.into_iter().collect()).map_err(|e| e.to_string())
     }
 }

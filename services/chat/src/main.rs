@@ -44,10 +44,7 @@ impl Config {
         match &self.database_url {
             Some(url) if url.starts_with("postgres") => DbConfig {
                 url: url.clone(),
-                schema: Some(format!(
-                    "{}chat_{name}",
-                    env_or("DATABASE_SCHEMA_PREFIX", "")
-                )),
+                schema: Some(format!("{}chat_{name}", env_or("DATABASE_SCHEMA_PREFIX", ""))),
                 max_connections: self.db_max_connections,
             },
             _ => DbConfig {
@@ -90,13 +87,7 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     // the moment auth records them.
     let verifier = auth.verifier.clone();
     let directory = Arc::new(adapters::LocalDirectory(auth.store.clone()));
-    let store = chat_message_store::build(
-        &cfg.db("messages"),
-        bus.clone(),
-        verifier.clone(),
-        directory,
-    )
-    .await?;
+    let store = chat_message_store::build(&cfg.db("messages"), bus.clone(), verifier.clone(), directory).await?;
     let presence = chat_presence::build(bus.clone(), verifier.clone());
     let edge_id = format!("chat-{}", uuid::Uuid::now_v7());
     let edge = chat_ws_edge::build(

@@ -18,14 +18,8 @@ pub struct HttpDirectory {
 impl HttpDirectory {
     pub fn new(auth_url: &str) -> Self {
         HttpDirectory {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .build()
-                .expect("http client"),
-            url: format!(
-                "{}/internal/v1/users/lookup",
-                auth_url.trim_end_matches('/')
-            ),
+            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().expect("http client"),
+            url: format!("{}/internal/v1/users/lookup", auth_url.trim_end_matches('/')),
         }
     }
 }
@@ -38,22 +32,11 @@ struct Lookup {
 #[async_trait::async_trait]
 impl UserDirectory for HttpDirectory {
     async fn existing(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, String> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .json(&Lookup { ids: ids.to_vec() })
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp =
+            self.http.post(&self.url).json(&Lookup { ids: ids.to_vec() }).send().await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("auth lookup answered {}", resp.status()));
         }
-        Ok(resp
-            .json::<Lookup>()
-            .await
-            .map_err(|e| e.to_string())?
-            .ids
-            .into_iter()
-            .collect())
+        Ok(resp.json::<Lookup>().await.map_err(|e| e.to_string())?.ids.into_iter().collect())
     }
 }

@@ -22,9 +22,7 @@ impl From<chat_db::DbError> for Error {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Db(e) if chat_db::is_unavailable(&e) => {
-                ApiError::unavailable("database unavailable")
-            }
+            Error::Db(e) if chat_db::is_unavailable(&e) => ApiError::unavailable("database unavailable"),
             other => ApiError::internal(other),
         }
     }

@@ -14,10 +14,7 @@ pub struct OutboxEvent {
 fn event(topic: String, header: &EventHeader, frame: &ServerEvent) -> OutboxEvent {
     let bytes = Envelope::encode(header, &frame.to_json());
     // Header and frame are both JSON, hence UTF-8.
-    OutboxEvent {
-        topic,
-        payload: String::from_utf8(bytes.to_vec()).expect("JSON is UTF-8"),
-    }
+    OutboxEvent { topic, payload: String::from_utf8(bytes.to_vec()).expect("JSON is UTF-8") }
 }
 
 pub fn message_created(m: &Message) -> OutboxEvent {
@@ -25,46 +22,26 @@ pub fn message_created(m: &Message) -> OutboxEvent {
     h.conversation_id = Some(m.conversation_id);
     h.seq = Some(m.seq);
     h.user_id = Some(m.sender_id);
-    event(
-        topics::conversation(m.conversation_id),
-        &h,
-        &ServerEvent::Message { message: m.clone() },
-    )
+    event(topics::conversation(m.conversation_id), &h, &ServerEvent::Message { message: m.clone() })
 }
 
 pub fn message_updated(m: &Message) -> OutboxEvent {
     let mut h = EventHeader::new(EventKind::MessageUpdated);
     h.conversation_id = Some(m.conversation_id);
     h.user_id = Some(m.sender_id);
-    event(
-        topics::conversation(m.conversation_id),
-        &h,
-        &ServerEvent::MessageUpdated { message: m.clone() },
-    )
+    event(topics::conversation(m.conversation_id), &h, &ServerEvent::MessageUpdated { message: m.clone() })
 }
 
 pub fn read(conversation_id: Uuid, user_id: Uuid, seq: i64) -> OutboxEvent {
     let mut h = EventHeader::new(EventKind::Read);
     h.conversation_id = Some(conversation_id);
     h.user_id = Some(user_id);
-    event(
-        topics::conversation(conversation_id),
-        &h,
-        &ServerEvent::Read {
-            conversation_id,
-            user_id,
-            seq,
-        },
-    )
+    event(topics::conversation(conversation_id), &h, &ServerEvent::Read { conversation_id, user_id, seq })
 }
 
 /// A conversation change for every member (and the removed user, if any). `unread_count` and
 /// `last_read_seq` in the frame are zero: they are per-user, and one frame serves every member.
-pub fn conversation(
-    change: ConversationChange,
-    c: &Conversation,
-    removed: Option<Uuid>,
-) -> OutboxEvent {
+pub fn conversation(change: ConversationChange, c: &Conversation, removed: Option<Uuid>) -> OutboxEvent {
     let mut h = EventHeader::new(EventKind::Conversation);
     h.conversation_id = Some(c.id);
     h.seq = Some(c.last_seq);
@@ -73,12 +50,5 @@ pub fn conversation(
     let mut c = c.clone();
     c.unread_count = 0;
     c.last_read_seq = 0;
-    event(
-        topics::CONVERSATIONS.to_string(),
-        &h,
-        &ServerEvent::Conversation {
-            change,
-            conversation: c,
-        },
-    )
+    event(topics::CONVERSATIONS.to_string(), &h, &ServerEvent::Conversation { change, conversation: c })
 }

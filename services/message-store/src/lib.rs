@@ -50,12 +50,7 @@ pub async fn build(
     db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
-    Ok(AppState {
-        store,
-        outbox,
-        verifier,
-        directory,
-    })
+    Ok(AppState { store, outbox, verifier, directory })
 }
 
 pub fn public_router(s: &AppState) -> Router {
@@ -75,13 +70,8 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
 }
 
 /// Runs the service until `shutdown`.
-pub async fn run(
-    cfg: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let bus = Bus::connect(cfg.bus_url.as_deref())
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
@@ -89,12 +79,8 @@ pub async fn run(
     let state = build(&cfg.database, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
-    checks.push(chat_common::ops::http_check(
-        "auth",
-        format!("{auth}/.well-known/jwks.json"),
-    ));
-    let app =
-        chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));
+    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
     chat_common::server::serve_service(
         &cfg.listen,
         "MESSAGE_STORE_LISTEN",

@@ -33,11 +33,7 @@ async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
         let r = store
             .relay_outbox(256, |topic, payload| {
                 let bus = bus.clone();
-                async move {
-                    bus.publish(&topic, Bytes::from(payload))
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                async move { bus.publish(&topic, Bytes::from(payload)).await.map_err(|e| e.to_string()) }
             })
             .await;
         match r {

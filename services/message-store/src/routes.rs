@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use chat_authn::AuthUser;
 use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult, path_uuid, validate};
 use chat_protocol::{Conversation, Message, MessagePage, NewMessage};
@@ -19,8 +19,11 @@ type Query = ApiQuery<HashMap<String, String>>;
 pub fn public(state: AppState) -> Router {
     Router::new()
         .route("/v1/conversations", post(create).get(list))
-        .route("/v1/conversations/{cid}", get(get_one))
+        .route("/v1/conversations/{cid}", get(get_one).patch(rename))
+        .route("/v1/conversations/{cid}/members", post(add_member))
+        .route("/v1/conversations/{cid}/members/{uid}", patch(set_role).delete(remove_member))
         .route("/v1/conversations/{cid}/messages", post(send).get(history))
+        .route("/v1/conversations/{cid}/messages/{mid}", patch(edit).delete(delete))
         .route("/v1/conversations/{cid}/read", post(read))
         .with_state(state)
 }
@@ -29,14 +32,8 @@ pub fn public(state: AppState) -> Router {
 pub fn internal(state: AppState) -> Router {
     Router::new()
         .route("/internal/v1/ready", get(|| async { "ok" }))
-        .route(
-            "/internal/v1/users/{uid}/conversations",
-            get(user_conversations),
-        )
-        .route(
-            "/internal/v1/conversations/{cid}/messages",
-            post(internal_send).get(internal_history),
-        )
+        .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
+        .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
         .route("/internal/v1/conversations/{cid}/read", post(internal_read))
         .with_state(state)
 }
@@ -47,25 +44,12 @@ async fn create(
     ApiJson(b): ApiJson<NewConversation>,
 ) -> ApiResult<impl IntoResponse> {
     let (c, created) = service::create(&s, who.user_id, b).await?;
-    Ok((
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        ApiJson(c),
-    ))
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(c)))
 }
 
-async fn list(
-    State(s): State<AppState>,
-    who: AuthUser,
-    ApiQuery(q): Query,
-) -> ApiResult<impl IntoResponse> {
+async fn list(State(s): State<AppState>, who: AuthUser, ApiQuery(q): Query) -> ApiResult<impl IntoResponse> {
     let limit = validate::limit(q.get("limit").map(String::as_str), 20, 1, 100)?;
-    Ok(ApiJson(
-        service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?,
-    ))
+    Ok(ApiJson(service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?))
 }
 
 async fn get_one(
@@ -73,20 +57,84 @@ async fn get_one(
     who: AuthUser,
     Path(cid): Path<String>,
 ) -> ApiResult<ApiJson<Conversation>> {
-    Ok(ApiJson(
-        service::get(&s, who.user_id, path_uuid(&cid)?).await?,
-    ))
+    Ok(ApiJson(service::get(&s, who.user_id, path_uuid(&cid)?).await?))
+}
+
+#[derive(Deserialize)]
+struct TitleBody {
+    title: String,
+}
+
+async fn rename(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<TitleBody>,
+) -> ApiResult<ApiJson<Conversation>> {
+    Ok(ApiJson(service::rename(&s, who.user_id, path_uuid(&cid)?, &b.title).await?))
+}
+
+#[derive(Deserialize)]
+struct AddMember {
+    user_id: Uuid,
+    role: Option<String>,
+}
+
+async fn add_member(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path(cid): Path<String>,
+    ApiJson(b): ApiJson<AddMember>,
+) -> ApiResult<impl IntoResponse> {
+    let c = service::add_member(&s, who.user_id, path_uuid(&cid)?, b.user_id, b.role.as_deref()).await?;
+    Ok((StatusCode::CREATED, ApiJson(c)))
+}
+
+#[derive(Deserialize)]
+struct RoleBody {
+    role: String,
+}
+
+async fn set_role(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path((cid, uid)): Path<(String, String)>,
+    ApiJson(b): ApiJson<RoleBody>,
+) -> ApiResult<ApiJson<Conversation>> {
+    let (cid, uid) = (path_uuid(&cid)?, path_uuid(&uid)?);
+    Ok(ApiJson(service::set_role(&s, who.user_id, cid, uid, &b.role).await?))
+}
+
+async fn remove_member(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path((cid, uid)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    service::remove_member(&s, who.user_id, path_uuid(&cid)?, path_uuid(&uid)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn edit(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path((cid, mid)): Path<(String, String)>,
+    ApiJson(b): ApiJson<NewMessage>,
+) -> ApiResult<ApiJson<Message>> {
+    let (cid, mid) = (path_uuid(&cid)?, path_uuid(&mid)?);
+    Ok(ApiJson(service::edit_message(&s, who.user_id, cid, mid, &b.body).await?))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    who: AuthUser,
+    Path((cid, mid)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    service::delete_message(&s, who.user_id, path_uuid(&cid)?, path_uuid(&mid)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn sent(r: (Message, bool)) -> impl IntoResponse {
-    (
-        if r.1 {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
-        ApiJson(r.0),
-    )
+    (if r.1 { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(r.0))
 }
 
 async fn send(
@@ -96,17 +144,12 @@ async fn send(
     ApiJson(b): ApiJson<NewMessage>,
 ) -> ApiResult<impl IntoResponse> {
     let cid = path_uuid(&cid)?;
-    Ok(sent(
-        service::send(&s, who.user_id, cid, &b.body, b.client_msg_id.as_deref()).await?,
-    ))
+    Ok(sent(service::send(&s, who.user_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
 }
 
 fn seq_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
     q.get(name)
-        .map(|v| {
-            v.parse::<i64>()
-                .map_err(|_| ApiError::validation(format!("`{name}` must be an integer")))
-        })
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::validation(format!("`{name}` must be an integer"))))
         .transpose()
 }
 
@@ -118,14 +161,7 @@ async fn history(
 ) -> ApiResult<ApiJson<MessagePage>> {
     let cid = path_uuid(&cid)?;
     let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
-    let page = service::history(
-        &s,
-        who.user_id,
-        cid,
-        seq_param(&q, "after_seq")?,
-        seq_param(&q, "before_seq")?,
-        limit,
-    );
+    let page = service::history(&s, who.user_id, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
     Ok(ApiJson(page.await?))
 }
 
@@ -163,10 +199,7 @@ async fn user_conversations(
 ) -> ApiResult<ApiJson<UserConversations>> {
     let list = service::user_conversations(&s, path_uuid(&uid)?).await?;
     Ok(ApiJson(UserConversations {
-        conversations: list
-            .into_iter()
-            .map(|(id, last_seq)| ConversationSeq { id, last_seq })
-            .collect(),
+        conversations: list.into_iter().map(|(id, last_seq)| ConversationSeq { id, last_seq }).collect(),
     }))
 }
 
@@ -184,9 +217,7 @@ async fn internal_send(
     ApiJson(b): ApiJson<InternalSend>,
 ) -> ApiResult<impl IntoResponse> {
     let cid = path_uuid(&cid)?;
-    Ok(sent(
-        service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?,
-    ))
+    Ok(sent(service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
 }
 
 async fn internal_history(
@@ -200,14 +231,7 @@ async fn internal_history(
         .and_then(|u| Uuid::parse_str(u).ok())
         .ok_or_else(|| ApiError::validation("`user_id` required"))?;
     let limit = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200)?;
-    let page = service::history(
-        &s,
-        user,
-        cid,
-        seq_param(&q, "after_seq")?,
-        seq_param(&q, "before_seq")?,
-        limit,
-    );
+    let page = service::history(&s, user, cid, seq_param(&q, "after_seq")?, seq_param(&q, "before_seq")?, limit);
     Ok(ApiJson(page.await?))
 }
 

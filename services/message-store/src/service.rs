@@ -26,11 +26,7 @@ pub struct NewConversation {
 }
 
 /// Creates a conversation; `false` means an existing direct conversation was returned.
-pub async fn create(
-    s: &AppState,
-    caller: Uuid,
-    req: NewConversation,
-) -> ApiResult<(Conversation, bool)> {
+pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResult<(Conversation, bool)> {
     let kind = ConversationKind::parse(&req.kind)
         .ok_or_else(|| ApiError::validation("`kind` must be \"direct\" or \"group\""))?;
     let mut others: Vec<Uuid> = Vec::with_capacity(req.members.len());
@@ -42,24 +38,15 @@ pub async fn create(
     let (title, members) = match kind {
         ConversationKind::Direct => {
             if others.len() != 1 {
-                return Err(ApiError::validation(
-                    "a direct conversation has exactly one other member",
-                ));
+                return Err(ApiError::validation("a direct conversation has exactly one other member"));
             }
-            (
-                None,
-                vec![(caller, Role::Member), (others[0], Role::Member)],
-            )
+            (None, vec![(caller, Role::Member), (others[0], Role::Member)])
         }
         ConversationKind::Group => {
-            let title = req
-                .title
-                .ok_or_else(|| ApiError::validation("a group needs a `title`"))?;
+            let title = req.title.ok_or_else(|| ApiError::validation("a group needs a `title`"))?;
             validate::text("title", &title, 1, 128)?;
             if others.len() + 1 > MAX_MEMBERS {
-                return Err(ApiError::validation(format!(
-                    "a group has at most {MAX_MEMBERS} members"
-                )));
+                return Err(ApiError::validation(format!("a group has at most {MAX_MEMBERS} members")));
             }
             let mut m = vec![(caller, Role::Owner)];
             m.extend(others.iter().map(|u| (*u, Role::Member)));
@@ -67,61 +54,32 @@ pub async fn create(
         }
     };
     if !others.is_empty() {
-        let found = s
-            .directory
-            .existing(&others)
-            .await
-            .map_err(ApiError::unavailable)?;
+        let found = s.directory.existing(&others).await.map_err(ApiError::unavailable)?;
         if let Some(missing) = others.iter().find(|u| !found.contains(u)) {
             return Err(ApiError::validation(format!("unknown user {missing}")));
         }
     }
-    let (id, created) = s
-        .store
-        .create_conversation(kind, title.as_deref(), &members)
-        .await
-        .map_err(db)?;
+    let (id, created) = s.store.create_conversation(kind, title.as_deref(), &members).await.map_err(db)?;
     if created {
         s.outbox.notify();
     }
-    let conv = s
-        .store
-        .conversation(id, caller)
-        .await
-        .map_err(db)?
-        .ok_or_else(ApiError::not_found)?;
+    let conv = s.store.conversation(id, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
     Ok((conv, created))
 }
 
 /// The conversation if `caller` is a member; 404 otherwise (no existence leak).
 pub async fn get(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Conversation> {
-    s.store
-        .conversation(cid, caller)
-        .await
-        .map_err(db)?
-        .ok_or_else(ApiError::not_found)
+    s.store.conversation(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
 }
 
-pub async fn list(
-    s: &AppState,
-    caller: Uuid,
-    limit: i64,
-    cursor: Option<&str>,
-) -> ApiResult<ConversationPage> {
+pub async fn list(s: &AppState, caller: Uuid, limit: i64, cursor: Option<&str>) -> ApiResult<ConversationPage> {
     let after = cursor.map(decode_cursor).transpose()?;
     let mut rows = s.store.list(caller, after, limit + 1).await.map_err(db)?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last()
-            .map(|(c, act)| URL_SAFE_NO_PAD.encode(format!("{act}:{}", c.id)))
-    } else {
-        None
-    };
-    Ok(ConversationPage {
-        conversations: rows.into_iter().map(|(c, _)| c).collect(),
-        next_cursor,
-    })
+    let next_cursor =
+        if more { rows.last().map(|(c, act)| URL_SAFE_NO_PAD.encode(format!("{act}:{}", c.id))) } else { None };
+    Ok(ConversationPage { conversations: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
 }
 
 fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
@@ -134,11 +92,7 @@ fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
 }
 
 async fn require_member(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Role> {
-    s.store
-        .role(cid, caller)
-        .await
-        .map_err(db)?
-        .ok_or_else(ApiError::not_found)
+    s.store.role(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
 }
 
 /// Stores a message; `true` if new, `false` for an idempotent retry.
@@ -155,11 +109,7 @@ pub async fn send(
     }
     require_member(s, caller, cid).await?;
     let start = std::time::Instant::now();
-    let r = s
-        .store
-        .insert_message(cid, caller, body, client_msg_id)
-        .await
-        .map_err(db)?;
+    let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;
     metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
     match r {
         Sent::Created(m) => {
@@ -193,9 +143,7 @@ pub async fn history_unchecked(
 ) -> ApiResult<MessagePage> {
     let page = match (after, before) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::validation(
-                "give `before_seq` or `after_seq`, not both",
-            ));
+            return Err(ApiError::validation("give `before_seq` or `after_seq`, not both"));
         }
         (Some(a), None) => Page::After(a),
         (None, Some(b)) => Page::Before(b),
@@ -207,12 +155,7 @@ pub async fn history_unchecked(
 
 pub async fn read(s: &AppState, caller: Uuid, cid: Uuid, seq: i64) -> ApiResult<()> {
     require_member(s, caller, cid).await?;
-    if s.store
-        .mark_read(cid, caller, seq)
-        .await
-        .map_err(db)?
-        .is_some()
-    {
+    if s.store.mark_read(cid, caller, seq).await.map_err(db)?.is_some() {
         s.outbox.notify();
     }
     Ok(())
@@ -221,4 +164,138 @@ pub async fn read(s: &AppState, caller: Uuid, cid: Uuid, seq: i64) -> ApiResult<
 /// A user's conversations with their last seq (edges call this when a user connects).
 pub async fn user_conversations(s: &AppState, uid: Uuid) -> ApiResult<Vec<(Uuid, i64)>> {
     s.store.user_conversations(uid).await.map_err(db)
+}
+
+fn changed(r: crate::store::Changed) -> ApiResult<()> {
+    use crate::store::Changed;
+    match r {
+        Changed::Done => Ok(()),
+        Changed::NotMember => Err(ApiError::not_found()),
+        Changed::Conflict => Err(ApiError::conflict("conflict", "already a member")),
+        Changed::TooMany => Err(ApiError::validation(format!("a group has at most {MAX_MEMBERS} members"))),
+    }
+}
+
+/// The caller's role and whether the conversation is a group (404 for non-members).
+async fn role_in_group(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<(Role, bool)> {
+    let role = require_member(s, caller, cid).await?;
+    let conv = s.store.conversation(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    Ok((role, conv.kind == ConversationKind::Group))
+}
+
+async fn apply(s: &AppState, caller: Uuid, cid: Uuid, change: crate::store::Change) -> ApiResult<Option<Conversation>> {
+    changed(s.store.change(cid, change).await.map_err(db)?)?;
+    s.outbox.notify();
+    s.store.conversation(cid, caller).await.map_err(db)
+}
+
+pub async fn rename(s: &AppState, caller: Uuid, cid: Uuid, title: &str) -> ApiResult<Conversation> {
+    let (role, group) = role_in_group(s, caller, cid).await?;
+    if role == Role::Member {
+        return Err(ApiError::forbidden("only the owner or an admin may rename"));
+    }
+    if !group {
+        return Err(ApiError::validation("a direct conversation has no title"));
+    }
+    validate::text("title", title, 1, 128)?;
+    apply(s, caller, cid, crate::store::Change::Title(title.to_owned())).await?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn add_member(
+    s: &AppState,
+    caller: Uuid,
+    cid: Uuid,
+    user: Uuid,
+    role: Option<&str>,
+) -> ApiResult<Conversation> {
+    let (actor, group) = role_in_group(s, caller, cid).await?;
+    let role = match role {
+        None => Role::Member,
+        Some(r) => match Role::parse(r) {
+            Some(r @ (Role::Member | Role::Admin)) => r,
+            _ => return Err(ApiError::validation("`role` must be \"member\" or \"admin\"")),
+        },
+    };
+    // Permission checks come first.
+    if actor == Role::Member {
+        return Err(ApiError::forbidden("only the owner or an admin may add members"));
+    }
+    if role == Role::Admin && actor != Role::Owner {
+        return Err(ApiError::forbidden("only the owner may add an admin"));
+    }
+    if !group {
+        return Err(ApiError::validation("a direct conversation has fixed members"));
+    }
+    let found = s.directory.existing(&[user]).await.map_err(ApiError::unavailable)?;
+    if !found.contains(&user) {
+        return Err(ApiError::validation(format!("unknown user {user}")));
+    }
+    apply(s, caller, cid, crate::store::Change::Add(user, role, MAX_MEMBERS)).await?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn set_role(s: &AppState, caller: Uuid, cid: Uuid, user: Uuid, role: &str) -> ApiResult<Conversation> {
+    let (actor, group) = role_in_group(s, caller, cid).await?;
+    let role = match Role::parse(role) {
+        Some(r @ (Role::Member | Role::Admin)) => r,
+        _ => return Err(ApiError::validation("`role` must be \"member\" or \"admin\"")),
+    };
+    if actor != Role::Owner {
+        return Err(ApiError::forbidden("only the owner may change roles"));
+    }
+    if !group {
+        return Err(ApiError::validation("roles of a direct conversation are fixed"));
+    }
+    if user == caller {
+        return Err(ApiError::validation("the owner cannot change their own role"));
+    }
+    apply(s, caller, cid, crate::store::Change::Role(user, role)).await?.ok_or_else(ApiError::not_found)
+}
+
+pub async fn remove_member(s: &AppState, caller: Uuid, cid: Uuid, user: Uuid) -> ApiResult<()> {
+    let (actor, group) = role_in_group(s, caller, cid).await?;
+    if !group {
+        return Err(ApiError::validation("members of a direct conversation cannot leave or be removed"));
+    }
+    if user != caller {
+        let target = s.store.role(cid, user).await.map_err(db)?;
+        let allowed = match (actor, target) {
+            (Role::Owner, _) => true,
+            (Role::Admin, Some(Role::Member)) | (Role::Admin, None) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::forbidden("not allowed to remove this member"));
+        }
+    }
+    apply(s, caller, cid, crate::store::Change::Remove(user)).await?;
+    Ok(())
+}
+
+pub async fn edit_message(s: &AppState, caller: Uuid, cid: Uuid, mid: Uuid, body: &str) -> ApiResult<Message> {
+    require_member(s, caller, cid).await?;
+    let m = s.store.message(cid, mid).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    if m.sender_id != caller {
+        return Err(ApiError::forbidden("only the sender may edit a message"));
+    }
+    if m.deleted_at.is_some() {
+        return Err(ApiError::conflict("conflict", "a deleted message cannot be edited"));
+    }
+    validate::text("body", body, 1, 4000)?;
+    let m = s.store.update_message(cid, mid, Some(body)).await.map_err(db)?;
+    let m = m.ok_or_else(|| ApiError::conflict("conflict", "a deleted message cannot be edited"))?;
+    s.outbox.notify();
+    Ok(m)
+}
+
+pub async fn delete_message(s: &AppState, caller: Uuid, cid: Uuid, mid: Uuid) -> ApiResult<()> {
+    let (role, group) = role_in_group(s, caller, cid).await?;
+    let m = s.store.message(cid, mid).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    let moderator = group && matches!(role, Role::Owner | Role::Admin);
+    if m.sender_id != caller && !moderator {
+        return Err(ApiError::forbidden("only the sender or a group owner/admin may delete"));
+    }
+    if m.deleted_at.is_none() && s.store.update_message(cid, mid, None).await.map_err(db)?.is_some() {
+        s.outbox.notify();
+    }
+    Ok(())
 }

@@ -2,14 +2,32 @@
 
 use crate::events::{self, OutboxEvent};
 use chat_db::{Backend, Db};
+use chat_protocol::frames::ConversationChange;
 use chat_protocol::{Conversation, ConversationKind, Member, Message, Role, Timestamp};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+}
+
+/// A change to a conversation's title or members.
+pub enum Change {
+    Title(String),
+    /// Add a user with a role, unless the conversation already has `cap` members.
+    Add(Uuid, Role, usize),
+    Role(Uuid, Role),
+    Remove(Uuid),
+}
+
+pub enum Changed {
+    Done,
+    /// The conversation or the member does not exist.
+    NotMember,
+    Conflict,
+    TooMany,
 }
 
 pub enum Sent {
@@ -51,10 +69,7 @@ fn message_from(r: &AnyRow) -> Result<Message, sqlx::Error> {
     })
 }
 
-async fn insert_outbox(
-    tx: &mut Transaction<'static, Any>,
-    ev: &OutboxEvent,
-) -> Result<(), sqlx::Error> {
+async fn insert_outbox(tx: &mut Transaction<'static, Any>, ev: &OutboxEvent) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (topic, payload, created_at) VALUES ($1, $2, $3)")
         .bind(&ev.topic)
         .bind(&ev.payload)
@@ -62,6 +77,92 @@ async fn insert_outbox(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The conversation as `viewer` sees it (None when not a member), on any connection or transaction.
+async fn load_conversation(
+    conn: &mut AnyConnection,
+    cid: Uuid,
+    viewer: Uuid,
+) -> Result<Option<Conversation>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, m.last_read_seq \
+         FROM conversations c JOIN members m ON m.conversation_id = c.id \
+         WHERE c.id = $1 AND m.user_id = $2",
+    )
+    .bind(cid.to_string())
+    .bind(viewer.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(r) => Ok(Some(complete(conn, &r, viewer).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Fills members, last message and unread count for a row of (id, kind, title, created_at,
+/// last_seq, last_read_seq).
+async fn complete(conn: &mut AnyConnection, r: &AnyRow, viewer: Uuid) -> Result<Conversation, sqlx::Error> {
+    let id = uuid_col(r, "id")?;
+    let last_seq: i64 = r.try_get("last_seq")?;
+    let last_read_seq: i64 = r.try_get("last_read_seq")?;
+    let kind: String = r.try_get("kind")?;
+    let members = load_members(conn, id).await?;
+    let last_message = if last_seq > 0 {
+        sqlx::query(concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 AND seq = $2"))
+            .bind(id.to_string())
+            .bind(last_seq)
+            .fetch_optional(&mut *conn)
+            .await?
+            .as_ref()
+            .map(message_from)
+            .transpose()?
+    } else {
+        None
+    };
+    let unread_count: i64 = if last_seq > last_read_seq {
+        sqlx::query(
+            "SELECT COUNT(*) AS n FROM messages WHERE conversation_id = $1 AND seq > $2 \
+             AND sender_id <> $3 AND deleted_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(last_read_seq)
+        .bind(viewer.to_string())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?
+    } else {
+        0
+    };
+    Ok(Conversation {
+        id,
+        kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
+        title: r.try_get("title")?,
+        members,
+        created_at: Timestamp(r.try_get("created_at")?),
+        last_seq,
+        last_message,
+        unread_count,
+        last_read_seq,
+    })
+}
+
+async fn load_members(conn: &mut AnyConnection, cid: Uuid) -> Result<Vec<Member>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT user_id, role, joined_at FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id",
+    )
+    .bind(cid.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Member {
+                user_id: uuid_col(r, "user_id")?,
+                role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Member),
+                joined_at: Timestamp(r.try_get("joined_at")?),
+            })
+        })
+        .collect()
 }
 
 impl Store {
@@ -76,105 +177,23 @@ impl Store {
     // --- conversations ---
 
     pub async fn role(&self, cid: Uuid, uid: Uuid) -> Result<Option<Role>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2")
-                .bind(cid.to_string())
-                .bind(uid.to_string())
-                .fetch_optional(&self.db.pool)
-                .await?;
-        Ok(row
-            .and_then(|r| r.try_get::<String, _>("role").ok())
-            .and_then(|s| Role::parse(&s)))
+        let row = sqlx::query("SELECT role FROM members WHERE conversation_id = $1 AND user_id = $2")
+            .bind(cid.to_string())
+            .bind(uid.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.and_then(|r| r.try_get::<String, _>("role").ok()).and_then(|s| Role::parse(&s)))
     }
 
     /// The conversation as `viewer` sees it, or None when `viewer` is not a member.
-    pub async fn conversation(
-        &self,
-        cid: Uuid,
-        viewer: Uuid,
-    ) -> Result<Option<Conversation>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT c.id, c.kind, c.title, c.created_at, c.last_seq, m.last_read_seq \
-             FROM conversations c JOIN members m ON m.conversation_id = c.id \
-             WHERE c.id = $1 AND m.user_id = $2",
-        )
-        .bind(cid.to_string())
-        .bind(viewer.to_string())
-        .fetch_optional(&self.db.pool)
-        .await?;
-        match row {
-            Some(r) => Ok(Some(self.complete(&r, viewer).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Fills members, last message and unread count for a row of (id, kind, title, created_at,
-    /// last_seq, last_read_seq).
-    async fn complete(&self, r: &AnyRow, viewer: Uuid) -> Result<Conversation, sqlx::Error> {
-        let id = uuid_col(r, "id")?;
-        let last_seq: i64 = r.try_get("last_seq")?;
-        let last_read_seq: i64 = r.try_get("last_read_seq")?;
-        let kind: String = r.try_get("kind")?;
-        let members = self.members(id).await?;
-        let last_message = if last_seq > 0 {
-            sqlx::query(concat!(
-                "SELECT ",
-                msg_cols!(),
-                " FROM messages WHERE conversation_id = $1 AND seq = $2"
-            ))
-            .bind(id.to_string())
-            .bind(last_seq)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .as_ref()
-            .map(message_from)
-            .transpose()?
-        } else {
-            None
-        };
-        let unread_count: i64 = if last_seq > last_read_seq {
-            sqlx::query(
-                "SELECT COUNT(*) AS n FROM messages WHERE conversation_id = $1 AND seq > $2 \
-                 AND sender_id <> $3 AND deleted_at IS NULL",
-            )
-            .bind(id.to_string())
-            .bind(last_read_seq)
-            .bind(viewer.to_string())
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")?
-        } else {
-            0
-        };
-        Ok(Conversation {
-            id,
-            kind: ConversationKind::parse(&kind).unwrap_or(ConversationKind::Group),
-            title: r.try_get("title")?,
-            members,
-            created_at: Timestamp(r.try_get("created_at")?),
-            last_seq,
-            last_message,
-            unread_count,
-            last_read_seq,
-        })
+    pub async fn conversation(&self, cid: Uuid, viewer: Uuid) -> Result<Option<Conversation>, sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        load_conversation(&mut conn, cid, viewer).await
     }
 
     pub async fn members(&self, cid: Uuid) -> Result<Vec<Member>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT user_id, role, joined_at FROM members WHERE conversation_id = $1 ORDER BY joined_at, user_id",
-        )
-        .bind(cid.to_string())
-        .fetch_all(&self.db.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Member {
-                    user_id: uuid_col(r, "user_id")?,
-                    role: Role::parse(&r.try_get::<String, _>("role")?).unwrap_or(Role::Member),
-                    joined_at: Timestamp(r.try_get("joined_at")?),
-                })
-            })
-            .collect()
+        let mut conn = self.db.pool.acquire().await?;
+        load_members(&mut conn, cid).await
     }
 
     /// Creates a conversation with its members (first = creator) and its `created` event, atomically.
@@ -189,11 +208,7 @@ impl Store {
         let id = Uuid::now_v7();
         let direct_key = (kind == ConversationKind::Direct).then(|| {
             let (a, b) = (members[0].0.to_string(), members[1].0.to_string());
-            if a < b {
-                format!("{a}:{b}")
-            } else {
-                format!("{b}:{a}")
-            }
+            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
         });
         let mut tx = self.db.pool.begin().await?;
         let inserted = sqlx::query(
@@ -228,25 +243,14 @@ impl Store {
             id,
             kind,
             title: title.map(str::to_owned),
-            members: members
-                .iter()
-                .map(|(u, r)| Member {
-                    user_id: *u,
-                    role: *r,
-                    joined_at: now,
-                })
-                .collect(),
+            members: members.iter().map(|(u, r)| Member { user_id: *u, role: *r, joined_at: now }).collect(),
             created_at: now,
             last_seq: 0,
             last_message: None,
             unread_count: 0,
             last_read_seq: 0,
         };
-        let ev = events::conversation(
-            chat_protocol::frames::ConversationChange::Created,
-            &conv,
-            None,
-        );
+        let ev = events::conversation(chat_protocol::frames::ConversationChange::Created, &conv, None);
         insert_outbox(&mut tx, &ev).await?;
         tx.commit().await?;
         Ok((id, true))
@@ -275,8 +279,9 @@ impl Store {
         .fetch_all(&self.db.pool)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut conn = self.db.pool.acquire().await?;
         for r in &rows {
-            out.push((self.complete(r, viewer).await?, r.try_get("last_activity")?));
+            out.push((complete(&mut conn, r, viewer).await?, r.try_get("last_activity")?));
         }
         Ok(out)
     }
@@ -290,9 +295,7 @@ impl Store {
         .bind(uid.to_string())
         .fetch_all(&self.db.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?)))
-            .collect()
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?))).collect()
     }
 
     // --- messages ---
@@ -390,12 +393,7 @@ impl Store {
     }
 
     /// A page of history, ascending, and whether more exist beyond it in the paging direction.
-    pub async fn history(
-        &self,
-        cid: Uuid,
-        page: Page,
-        limit: i64,
-    ) -> Result<(Vec<Message>, bool), sqlx::Error> {
+    pub async fn history(&self, cid: Uuid, page: Page, limit: i64) -> Result<(Vec<Message>, bool), sqlx::Error> {
         let fetch = limit + 1;
         let (sql, bound): (&'static str, Option<i64>) = match page {
             Page::After(s) => (
@@ -415,11 +413,7 @@ impl Store {
                 Some(s),
             ),
             Page::Latest => (
-                concat!(
-                    "SELECT ",
-                    msg_cols!(),
-                    " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"
-                ),
+                concat!("SELECT ", msg_cols!(), " FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2"),
                 None,
             ),
         };
@@ -439,12 +433,7 @@ impl Store {
 
     /// Moves the reader's position forward (never back), clamped to last_seq. Returns the new
     /// position if it moved (and queues the `read` event).
-    pub async fn mark_read(
-        &self,
-        cid: Uuid,
-        uid: Uuid,
-        seq: i64,
-    ) -> Result<Option<i64>, sqlx::Error> {
+    pub async fn mark_read(&self, cid: Uuid, uid: Uuid, seq: i64) -> Result<Option<i64>, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE members SET last_read_seq = \
@@ -468,17 +457,172 @@ impl Store {
         Ok(Some(new))
     }
 
+    // --- conversation changes ---
+
+    /// Applies one change to a conversation under its row lock, then queues the `conversation`
+    /// event built from the state after the change, all in one transaction.
+    pub async fn change(&self, cid: Uuid, op: Change) -> Result<Changed, sqlx::Error> {
+        let now = Timestamp::now().0;
+        let mut tx = self.db.pool.begin().await?;
+        // First statement is a write: the row lock (PostgreSQL) or write lock (SQLite) comes first.
+        let locked = sqlx::query("UPDATE conversations SET last_seq = last_seq WHERE id = $1")
+            .bind(cid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(Changed::NotMember);
+        }
+        let (change, removed) = match &op {
+            Change::Title(t) => {
+                sqlx::query("UPDATE conversations SET title = $1 WHERE id = $2")
+                    .bind(t)
+                    .bind(cid.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                (ConversationChange::Updated, None)
+            }
+            Change::Add(uid, role, cap) => {
+                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM members WHERE conversation_id = $1")
+                    .bind(cid.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                if n as usize >= *cap {
+                    tx.rollback().await?;
+                    return Ok(Changed::TooMany);
+                }
+                // New members start with everything before their arrival read.
+                let r = sqlx::query(
+                    "INSERT INTO members (conversation_id, user_id, role, joined_at, last_read_seq) \
+                     SELECT $1, $2, $3, $4, last_seq FROM conversations WHERE id = $1 \
+                     ON CONFLICT (conversation_id, user_id) DO NOTHING",
+                )
+                .bind(cid.to_string())
+                .bind(uid.to_string())
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(Changed::Conflict);
+                }
+                (ConversationChange::MemberAdded, None)
+            }
+            Change::Role(uid, role) => {
+                let r = sqlx::query("UPDATE members SET role = $1 WHERE conversation_id = $2 AND user_id = $3")
+                    .bind(role.as_str())
+                    .bind(cid.to_string())
+                    .bind(uid.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(Changed::NotMember);
+                }
+                (ConversationChange::Updated, None)
+            }
+            Change::Remove(uid) => {
+                let row = sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2 RETURNING role")
+                    .bind(cid.to_string())
+                    .bind(uid.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(Changed::NotMember);
+                };
+                if row.try_get::<String, _>("role")? == Role::Owner.as_str() {
+                    // Succession: the longest-standing admin, else member (earliest joined_at, then user_id).
+                    let heir = sqlx::query(
+                        "SELECT user_id FROM members WHERE conversation_id = $1 \
+                         ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1",
+                    )
+                    .bind(cid.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(h) = heir {
+                        sqlx::query("UPDATE members SET role = 'owner' WHERE conversation_id = $1 AND user_id = $2")
+                            .bind(cid.to_string())
+                            .bind(h.try_get::<String, _>("user_id")?)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                (ConversationChange::MemberRemoved, Some(*uid))
+            }
+        };
+        let row = sqlx::query(
+            "SELECT id, kind, title, created_at, last_seq, last_seq AS last_read_seq FROM conversations WHERE id = $1",
+        )
+        .bind(cid.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let conv = complete(&mut tx, &row, Uuid::nil()).await?;
+        insert_outbox(&mut tx, &events::conversation(change, &conv, removed)).await?;
+        tx.commit().await?;
+        Ok(Changed::Done)
+    }
+
+    // --- message edits ---
+
+    pub async fn message(&self, cid: Uuid, mid: Uuid) -> Result<Option<Message>, sqlx::Error> {
+        let row = sqlx::query(concat!("SELECT ", msg_cols!(), " FROM messages WHERE id = $1 AND conversation_id = $2"))
+            .bind(mid.to_string())
+            .bind(cid.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(message_from).transpose()
+    }
+
+    /// Edits (`Some(body)`) or tombstones (`None`) a live message and queues `message_updated`.
+    /// Returns None when the message is already a tombstone.
+    pub async fn update_message(
+        &self,
+        cid: Uuid,
+        mid: Uuid,
+        body: Option<&str>,
+    ) -> Result<Option<Message>, sqlx::Error> {
+        let now = Timestamp::now().0;
+        let mut tx = self.db.pool.begin().await?;
+        let sql = if body.is_some() {
+            concat!(
+                "UPDATE messages SET body = $1, edited_at = $2 WHERE id = $3 AND conversation_id = $4 ",
+                "AND deleted_at IS NULL RETURNING ",
+                msg_cols!()
+            )
+        } else {
+            concat!(
+                "UPDATE messages SET body = $1, deleted_at = $2 WHERE id = $3 AND conversation_id = $4 ",
+                "AND deleted_at IS NULL RETURNING ",
+                msg_cols!()
+            )
+        };
+        let row = sqlx::query(sql)
+            .bind(body)
+            .bind(now)
+            .bind(mid.to_string())
+            .bind(cid.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let m = message_from(&row)?;
+        insert_outbox(&mut tx, &events::message_updated(&m)).await?;
+        tx.commit().await?;
+        Ok(Some(m))
+    }
+
     // --- outbox ---
 
     /// Publishes pending outbox rows in id order through `publish`, deleting what was published.
     /// On PostgreSQL a transaction-scoped advisory lock lets only one replica relay at a time, which
     /// keeps the bus order equal to the commit order of seq allocation. Returns rows published, or
     /// None when another replica holds the lock.
-    pub async fn relay_outbox<F, Fut>(
-        &self,
-        batch: i64,
-        publish: F,
-    ) -> Result<Option<usize>, RelayError>
+    pub async fn relay_outbox<F, Fut>(&self, batch: i64, publish: F) -> Result<Option<usize>, RelayError>
     where
         F: Fn(String, String) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
@@ -497,26 +641,17 @@ impl Store {
                 let rows = sqlx::query(SELECT).bind(batch).fetch_all(&mut *tx).await?;
                 let (done, err) = publish_rows(&rows, &publish).await?;
                 if let Some(last) = done {
-                    sqlx::query("DELETE FROM outbox WHERE id <= $1")
-                        .bind(last)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
             }
             // One process owns a SQLite file, and its single relay task runs alone.
             Backend::Sqlite => {
-                let rows = sqlx::query(SELECT)
-                    .bind(batch)
-                    .fetch_all(&self.db.pool)
-                    .await?;
+                let rows = sqlx::query(SELECT).bind(batch).fetch_all(&self.db.pool).await?;
                 let (done, err) = publish_rows(&rows, &publish).await?;
                 if let Some(last) = done {
-                    sqlx::query("DELETE FROM outbox WHERE id <= $1")
-                        .bind(last)
-                        .execute(&self.db.pool)
-                        .await?;
+                    sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last).execute(&self.db.pool).await?;
                 }
                 err.map_or(Ok(Some(rows.len())), |e| Err(RelayError::Publish(e)))
             }
@@ -524,10 +659,7 @@ impl Store {
     }
 
     pub async fn outbox_depth(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) AS n FROM outbox")
-            .fetch_one(&self.db.pool)
-            .await?
-            .try_get("n")
+        sqlx::query("SELECT COUNT(*) AS n FROM outbox").fetch_one(&self.db.pool).await?.try_get("n")
     }
 }
 
@@ -540,10 +672,7 @@ pub enum RelayError {
 }
 
 /// Publishes rows in order until one fails; returns the last published id and the failure.
-async fn publish_rows<F, Fut>(
-    rows: &[AnyRow],
-    publish: &F,
-) -> Result<(Option<i64>, Option<String>), sqlx::Error>
+async fn publish_rows<F, Fut>(rows: &[AnyRow], publish: &F) -> Result<(Option<i64>, Option<String>), sqlx::Error>
 where
     F: Fn(String, String) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

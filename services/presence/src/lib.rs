@@ -57,11 +57,7 @@ impl FromRef<AppState> for Arc<Verifier> {
 
 /// Builds the state and starts the dead-edge sweeper.
 pub fn build(bus: Bus, verifier: Arc<Verifier>) -> AppState {
-    let s = AppState {
-        presence: Arc::new(MemoryPresence::default()),
-        bus,
-        verifier,
-    };
+    let s = AppState { presence: Arc::new(MemoryPresence::default()), bus, verifier };
     let sweeper = s.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -81,34 +77,22 @@ async fn publish(s: &AppState, transitions: Vec<Transition>) {
         h.user_id = Some(t.user);
         let ev = ServerEvent::Presence {
             user_id: t.user,
-            status: if t.online {
-                PresenceStatus::Online
-            } else {
-                PresenceStatus::Offline
-            },
+            status: if t.online { PresenceStatus::Online } else { PresenceStatus::Offline },
             last_seen_at: (!t.online).then_some(t.at),
         };
         metrics::counter!("presence_transitions_total").increment(1);
-        if let Err(e) = s
-            .bus
-            .publish(topics::PRESENCE, Envelope::encode(&h, &ev.to_json()))
-            .await
-        {
+        if let Err(e) = s.bus.publish(topics::PRESENCE, Envelope::encode(&h, &ev.to_json())).await {
             tracing::warn!(error = %e, "presence transition not published");
         }
     }
 }
 
 pub fn public_router(s: &AppState) -> Router {
-    Router::new()
-        .route("/v1/presence", get(query))
-        .with_state(s.clone())
+    Router::new().route("/v1/presence", get(query)).with_state(s.clone())
 }
 
 pub fn internal_router(s: &AppState) -> Router {
-    Router::new()
-        .route("/internal/v1/edges/{edge}/report", post(report))
-        .with_state(s.clone())
+    Router::new().route("/internal/v1/edges/{edge}/report", post(report)).with_state(s.clone())
 }
 
 async fn query(
@@ -119,19 +103,12 @@ async fn query(
     let raw = q.get("user_ids").map(String::as_str).unwrap_or("");
     let mut ids = Vec::new();
     for part in raw.split(',').filter(|p| !p.is_empty()) {
-        ids.push(
-            Uuid::parse_str(part.trim())
-                .map_err(|_| ApiError::validation(format!("not a user id: {part:?}")))?,
-        );
+        ids.push(Uuid::parse_str(part.trim()).map_err(|_| ApiError::validation(format!("not a user id: {part:?}")))?);
     }
     if ids.is_empty() || ids.len() > 200 {
-        return Err(ApiError::validation(
-            "`user_ids` takes 1-200 comma-separated ids",
-        ));
+        return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
     }
-    Ok(ApiJson(PresenceList {
-        presence: s.presence.query(&ids),
-    }))
+    Ok(ApiJson(PresenceList { presence: s.presence.query(&ids) }))
 }
 
 /// An edge's batched report (see ws-edge `PresenceReport`).
@@ -146,11 +123,7 @@ pub struct Report {
     pub heartbeat_ms: u64,
 }
 
-async fn report(
-    State(s): State<AppState>,
-    Path(edge): Path<String>,
-    ApiJson(r): ApiJson<Report>,
-) -> StatusCode {
+async fn report(State(s): State<AppState>, Path(edge): Path<String>, ApiJson(r): ApiJson<Report>) -> StatusCode {
     apply_report(&s, &edge, &r).await;
     StatusCode::NO_CONTENT
 }
@@ -158,23 +131,13 @@ async fn report(
 /// Applies an edge report and publishes the transitions (used by the route and the all-in-one).
 pub async fn apply_report(s: &AppState, edge: &str, r: &Report) {
     metrics::counter!("presence_reports_total").increment(1);
-    let t = s.presence.report(
-        edge,
-        &r.online,
-        &r.offline,
-        r.full.as_deref(),
-        Duration::from_millis(r.heartbeat_ms.max(1)),
-    );
+    let t =
+        s.presence.report(edge, &r.online, &r.offline, r.full.as_deref(), Duration::from_millis(r.heartbeat_ms.max(1)));
     publish(s, t).await;
 }
 
-pub async fn run(
-    cfg: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref())
-        .await
-        .map_err(std::io::Error::other)?;
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);

@@ -41,11 +41,7 @@ impl Inner {
     fn add(&mut self, edge: &str, user: Uuid, out: &mut Vec<Transition>) {
         let edges = self.online.entry(user).or_default();
         if edges.is_empty() {
-            out.push(Transition {
-                user,
-                online: true,
-                at: Timestamp::now(),
-            });
+            out.push(Transition { user, online: true, at: Timestamp::now() });
         }
         edges.insert(edge.to_string());
     }
@@ -57,11 +53,7 @@ impl Inner {
                 self.online.remove(&user);
                 let at = Timestamp::now();
                 self.last_seen.insert(user, at);
-                out.push(Transition {
-                    user,
-                    online: false,
-                    at,
-                });
+                out.push(Transition { user, online: false, at });
             }
         }
     }
@@ -80,11 +72,7 @@ impl MemoryPresence {
         let mut out = Vec::new();
         let mut g = self.inner.lock().expect("presence lock");
         let inner = &mut *g;
-        let mut users = inner
-            .edges
-            .remove(edge)
-            .map(|e| e.users)
-            .unwrap_or_default();
+        let mut users = inner.edges.remove(edge).map(|e| e.users).unwrap_or_default();
         for u in online {
             if users.insert(*u) {
                 inner.add(edge, *u, &mut out);
@@ -107,14 +95,7 @@ impl MemoryPresence {
                 }
             }
         }
-        inner.edges.insert(
-            edge.to_string(),
-            EdgeState {
-                users,
-                last_report: Instant::now(),
-                heartbeat,
-            },
-        );
+        inner.edges.insert(edge.to_string(), EdgeState { users, last_report: Instant::now(), heartbeat });
         out
     }
 
@@ -148,16 +129,8 @@ impl MemoryPresence {
                 let online = g.online.contains_key(u);
                 PresenceEntry {
                     user_id: *u,
-                    status: if online {
-                        PresenceStatus::Online
-                    } else {
-                        PresenceStatus::Offline
-                    },
-                    last_seen_at: if online {
-                        None
-                    } else {
-                        g.last_seen.get(u).copied()
-                    },
+                    status: if online { PresenceStatus::Online } else { PresenceStatus::Offline },
+                    last_seen_at: if online { None } else { g.last_seen.get(u).copied() },
                 }
             })
             .collect()

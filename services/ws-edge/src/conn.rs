@@ -20,11 +20,7 @@ fn frame(ev: &ServerEvent) -> Utf8Bytes {
 }
 
 fn error_frame(reply_to: Option<String>, e: &ApiError) -> Utf8Bytes {
-    frame(&ServerEvent::Error {
-        reply_to,
-        code: e.code.to_string(),
-        message: e.detail.clone(),
-    })
+    frame(&ServerEvent::Error { reply_to, code: e.code.to_string(), message: e.detail.clone() })
 }
 
 fn unix_to_instant(exp: i64) -> tokio::time::Instant {
@@ -44,12 +40,7 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         Err(e) => {
             let mut socket = socket;
             let _ = socket.send(Message::Text(error_frame(None, &e))).await;
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1011,
-                    reason: "try again".into(),
-                })))
-                .await;
+            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "try again".into() }))).await;
             return;
         }
     };
@@ -63,15 +54,8 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         connection_id: Uuid::now_v7(),
         heartbeat_interval_ms: hub.limits.heartbeat.as_millis() as u64,
     });
-    let writer = tokio::spawn(write_loop(
-        sink,
-        reg.rx,
-        hello,
-        signal.clone(),
-        hub.limits.heartbeat,
-        epoch,
-        last_pong.clone(),
-    ));
+    let writer =
+        tokio::spawn(write_loop(sink, reg.rx, hello, signal.clone(), hub.limits.heartbeat, epoch, last_pong.clone()));
     let mut conn = Conn {
         hub: hub.clone(),
         id,
@@ -144,12 +128,7 @@ async fn write_loop(
             _ => "",
         };
         metrics::counter!("ws_closes_total", "code" => code.to_string()).increment(1);
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
+        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
     }
     let _ = sink.close().await;
 }
@@ -199,10 +178,7 @@ impl Conn {
                 Some(Err(e)) => {
                     // tungstenite reports an oversized frame as a capacity error.
                     let text = e.to_string();
-                    if text.contains("Space limit")
-                        || text.contains("too long")
-                        || text.contains("capacity")
-                    {
+                    if text.contains("Space limit") || text.contains("too long") || text.contains("capacity") {
                         signal.close(close::TOO_BIG);
                     }
                     return;
@@ -224,31 +200,18 @@ impl Conn {
         let f = match ClientFrame::decode(text) {
             Ok(f) => f,
             Err(e) => {
-                self.reply(error_frame(e.reply_to, &ApiError::validation(e.message)))
-                    .await;
+                self.reply(error_frame(e.reply_to, &ApiError::validation(e.message))).await;
                 return;
             }
         };
         match f {
-            ClientFrame::Ping { id } => {
-                self.reply(frame(&ServerEvent::Pong { reply_to: id })).await
-            }
-            ClientFrame::Send {
-                id,
-                conversation_id,
-                body,
-                client_msg_id,
-            } => {
+            ClientFrame::Ping { id } => self.reply(frame(&ServerEvent::Pong { reply_to: id })).await,
+            ClientFrame::Send { id, conversation_id, body, client_msg_id } => {
                 if !self.hub.take_send_token(self.user) {
-                    self.reply(error_frame(Some(id), &ApiError::rate_limited(1)))
-                        .await;
+                    self.reply(error_frame(Some(id), &ApiError::rate_limited(1))).await;
                     let now = Instant::now();
                     self.rejections.push_back(now);
-                    while self
-                        .rejections
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(10))
-                    {
+                    while self.rejections.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(10)) {
                         self.rejections.pop_front();
                     }
                     if self.rejections.len() > 100 {
@@ -257,95 +220,47 @@ impl Conn {
                     return;
                 }
                 let start = Instant::now();
-                let r = self
-                    .hub
-                    .store
-                    .send(self.user, conversation_id, &body, client_msg_id.as_deref())
-                    .await;
+                let r = self.hub.store.send(self.user, conversation_id, &body, client_msg_id.as_deref()).await;
                 match r {
                     Ok(m) => {
-                        metrics::histogram!("ws_send_ack_seconds")
-                            .record(start.elapsed().as_secs_f64());
-                        self.reply(frame(&ServerEvent::Ack {
-                            reply_to: id,
-                            message: Some(m),
-                        }))
-                        .await
+                        metrics::histogram!("ws_send_ack_seconds").record(start.elapsed().as_secs_f64());
+                        self.reply(frame(&ServerEvent::Ack { reply_to: id, message: Some(m) })).await
                     }
                     Err(e) => self.reply(error_frame(Some(id), &e)).await,
                 }
             }
-            ClientFrame::Typing {
-                id,
-                conversation_id,
-                state,
-            } => {
+            ClientFrame::Typing { id, conversation_id, state } => {
                 if !self.hub.is_member(self.user, conversation_id) {
                     self.reply(error_frame(id, &ApiError::not_found())).await;
                     return;
                 }
                 self.typing(conversation_id, state).await;
                 if let Some(id) = id {
-                    self.reply(frame(&ServerEvent::Ack {
-                        reply_to: id,
-                        message: None,
-                    }))
-                    .await;
+                    self.reply(frame(&ServerEvent::Ack { reply_to: id, message: None })).await;
                 }
             }
-            ClientFrame::Read {
-                id,
-                conversation_id,
-                seq,
-            } => {
+            ClientFrame::Read { id, conversation_id, seq } => {
                 let r = if self.hub.is_member(self.user, conversation_id) {
                     self.hub.store.read(self.user, conversation_id, seq).await
                 } else {
                     Err(ApiError::not_found())
                 };
                 match (r, id) {
-                    (Ok(()), Some(id)) => {
-                        self.reply(frame(&ServerEvent::Ack {
-                            reply_to: id,
-                            message: None,
-                        }))
-                        .await
-                    }
+                    (Ok(()), Some(id)) => self.reply(frame(&ServerEvent::Ack { reply_to: id, message: None })).await,
                     (Err(e), id) => self.reply(error_frame(id, &e)).await,
                     (Ok(()), None) => {}
                 }
             }
-            ClientFrame::Auth { id, access_token } => {
-                match self.hub.verifier.verify(&access_token).await {
-                    Ok(c) if c.sub == self.user => {
-                        self.expires = unix_to_instant(c.exp);
-                        self.hub.set_session(self.id, c.sid);
-                        self.reply(frame(&ServerEvent::Ack {
-                            reply_to: id,
-                            message: None,
-                        }))
-                        .await;
-                    }
-                    Ok(_) => {
-                        self.reply(error_frame(
-                            Some(id),
-                            &ApiError::forbidden("token of another user"),
-                        ))
-                        .await
-                    }
-                    Err(VerifyError::Expired) => {
-                        self.reply(error_frame(Some(id), &ApiError::token_expired()))
-                            .await
-                    }
-                    Err(e) => {
-                        self.reply(error_frame(
-                            Some(id),
-                            &ApiError::unauthorized(e.to_string()),
-                        ))
-                        .await
-                    }
+            ClientFrame::Auth { id, access_token } => match self.hub.verifier.verify(&access_token).await {
+                Ok(c) if c.sub == self.user => {
+                    self.expires = unix_to_instant(c.exp);
+                    self.hub.set_session(self.id, c.sid);
+                    self.reply(frame(&ServerEvent::Ack { reply_to: id, message: None })).await;
                 }
-            }
+                Ok(_) => self.reply(error_frame(Some(id), &ApiError::forbidden("token of another user"))).await,
+                Err(VerifyError::Expired) => self.reply(error_frame(Some(id), &ApiError::token_expired())).await,
+                Err(e) => self.reply(error_frame(Some(id), &ApiError::unauthorized(e.to_string()))).await,
+            },
             ClientFrame::Sync { id, positions } => self.sync(id, positions).await,
         }
     }
@@ -364,18 +279,9 @@ impl Conn {
         let mut h = EventHeader::new(EventKind::Typing);
         h.conversation_id = Some(cid);
         h.user_id = Some(self.user);
-        let ev = ServerEvent::Typing {
-            conversation_id: cid,
-            user_id: self.user,
-            state,
-        };
+        let ev = ServerEvent::Typing { conversation_id: cid, user_id: self.user, state };
         let payload = Envelope::encode(&h, &ev.to_json());
-        if let Err(e) = self
-            .hub
-            .bus
-            .publish(&chat_protocol::bus::topics::conversation(cid), payload)
-            .await
-        {
+        if let Err(e) = self.hub.bus.publish(&chat_protocol::bus::topics::conversation(cid), payload).await {
             tracing::debug!(error = %e, "typing not published");
         }
     }
@@ -390,12 +296,7 @@ impl Conn {
                 continue;
             }
             let page = match self.hub.store.history(self.user, cid, Some(pos), 200).await {
-                Ok(p) if p.has_more => self
-                    .hub
-                    .store
-                    .history(self.user, cid, None, 200)
-                    .await
-                    .map(|p| (p, true)),
+                Ok(p) if p.has_more => self.hub.store.history(self.user, cid, None, 200).await.map(|p| (p, true)),
                 Ok(p) => Ok((p, false)),
                 Err(e) => Err(e),
             };
@@ -404,8 +305,7 @@ impl Conn {
                     let mut last = pos;
                     for m in page.messages {
                         last = last.max(m.seq);
-                        self.reply(frame(&ServerEvent::Message { message: m }))
-                            .await;
+                        self.reply(frame(&ServerEvent::Message { message: m })).await;
                     }
                     truncated.insert(cid, trunc);
                     replayed.insert(cid, last);
@@ -417,12 +317,7 @@ impl Conn {
                 }
             }
         }
-        self.reply(frame(&ServerEvent::SyncDone {
-            reply_to: id,
-            truncated,
-            not_found,
-        }))
-        .await;
+        self.reply(frame(&ServerEvent::SyncDone { reply_to: id, truncated, not_found })).await;
         if self.resume_pending {
             self.resume_pending = false;
             self.hub.release_hold(self.id, &replayed);

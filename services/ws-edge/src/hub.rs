@@ -124,15 +124,7 @@ impl Hub {
         verifier: Arc<Verifier>,
         limits: crate::config::Limits,
     ) -> Arc<Hub> {
-        Arc::new(Hub {
-            state: Mutex::default(),
-            bus,
-            subs,
-            store,
-            verifier,
-            limits,
-            next_id: AtomicU64::new(1),
-        })
+        Arc::new(Hub { state: Mutex::default(), bus, subs, store, verifier, limits, next_id: AtomicU64::new(1) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -148,43 +140,21 @@ impl Hub {
         resume: bool,
     ) -> Result<Registration, chat_common::ApiError> {
         let known = self.lock().users.contains_key(&user);
-        let convs = if known {
-            Vec::new()
-        } else {
-            self.store.user_conversations(user).await?
-        };
+        let convs = if known { Vec::new() } else { self.store.user_conversations(user).await? };
         let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
         let signal = Arc::new(ConnSignal::default());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let new_topics = {
             let mut st = self.lock();
-            let State {
-                conns,
-                users,
-                convs: cmap,
-                went_online,
-                ..
-            } = &mut *st;
-            conns.insert(
-                id,
-                ConnEntry {
-                    user,
-                    session,
-                    tx,
-                    signal: signal.clone(),
-                    hold: resume.then(Vec::new),
-                },
-            );
+            let State { conns, users, convs: cmap, went_online, .. } = &mut *st;
+            conns.insert(id, ConnEntry { user, session, tx, signal: signal.clone(), hold: resume.then(Vec::new) });
             let mut new_topics = Vec::new();
             let entry = users.entry(user).or_insert_with(|| {
                 went_online.push(user);
                 UserEntry {
                     conns: Vec::new(),
                     conversations: HashSet::new(),
-                    bucket: TokenBucket {
-                        tokens: self.limits.send_burst,
-                        at: Instant::now(),
-                    },
+                    bucket: TokenBucket { tokens: self.limits.send_burst, at: Instant::now() },
                 }
             });
             entry.conns.push(id);
@@ -204,9 +174,7 @@ impl Hub {
         if cids.is_empty() {
             return;
         }
-        self.subs
-            .subscribe(cids.iter().map(|c| topics::conversation(*c)).collect())
-            .await;
+        self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()).await;
         // Messages committed between learning a conversation and the subscription taking effect
         // were not seen: catch up from the store once.
         for cid in cids {
@@ -217,13 +185,7 @@ impl Hub {
     pub fn unregister(&self, id: ConnId) {
         let gone = {
             let mut st = self.lock();
-            let State {
-                conns,
-                users,
-                convs,
-                went_offline,
-                ..
-            } = &mut *st;
+            let State { conns, users, convs, went_offline, .. } = &mut *st;
             let Some(c) = conns.remove(&id) else { return };
             let mut gone = Vec::new();
             if let Some(u) = users.get_mut(&c.user) {
@@ -240,16 +202,12 @@ impl Hub {
         };
         metrics::gauge!("ws_connections").decrement(1.0);
         if !gone.is_empty() {
-            self.subs
-                .unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
+            self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
         }
     }
 
     pub fn is_member(&self, user: Uuid, cid: Uuid) -> bool {
-        self.lock()
-            .users
-            .get(&user)
-            .is_some_and(|u| u.conversations.contains(&cid))
+        self.lock().users.get(&user).is_some_and(|u| u.conversations.contains(&cid))
     }
 
     /// Takes one send token for `user`; false when over the rate.
@@ -317,10 +275,7 @@ impl Hub {
     /// Presence changes since the last call.
     pub fn take_presence_changes(&self) -> (Vec<Uuid>, Vec<Uuid>) {
         let mut st = self.lock();
-        (
-            std::mem::take(&mut st.went_online),
-            std::mem::take(&mut st.went_offline),
-        )
+        (std::mem::take(&mut st.went_online), std::mem::take(&mut st.went_offline))
     }
 
     // --- bus side ---
@@ -336,10 +291,7 @@ impl Hub {
                 }
                 Delivery::Resubscribed => {
                     let cids: Vec<Uuid> = self.lock().convs.keys().copied().collect();
-                    tracing::info!(
-                        conversations = cids.len(),
-                        "bus reconnected: catching up from the store"
-                    );
+                    tracing::info!(conversations = cids.len(), "bus reconnected: catching up from the store");
                     for cid in cids {
                         self.start_catch_up(cid);
                     }
@@ -378,8 +330,7 @@ impl Hub {
             EventKind::Conversation => self.on_conversation(h, frame).await,
             EventKind::SessionRevoked => {
                 if let Some(sid) = h.session_id {
-                    self.verifier
-                        .revoke(sid, h.until.unwrap_or(chat_authn::now_secs() + 86_400));
+                    self.verifier.revoke(sid, h.until.unwrap_or(chat_authn::now_secs() + 86_400));
                     for c in self.lock().conns.values().filter(|c| c.session == sid) {
                         c.signal.close(close::TOKEN_REVOKED);
                     }
@@ -391,12 +342,7 @@ impl Hub {
 
     fn on_message(self: &Arc<Self>, cid: Uuid, seq: i64, frame: Utf8Bytes) {
         let mut st = self.lock();
-        let State {
-            conns,
-            users,
-            convs,
-            ..
-        } = &mut *st;
+        let State { conns, users, convs, .. } = &mut *st;
         let Some(conv) = convs.get_mut(&cid) else {
             return;
         };
@@ -465,29 +411,21 @@ impl Hub {
                     Ok(page) => {
                         backoff = Duration::from_millis(100);
                         let mut st = self.lock();
-                        let State {
-                            conns,
-                            users,
-                            convs,
-                            ..
-                        } = &mut *st;
+                        let State { conns, users, convs, .. } = &mut *st;
                         let Some(conv) = convs.get_mut(&cid) else {
                             return;
                         };
                         for m in page.messages {
                             if m.seq == conv.last_seq + 1 {
                                 let seq = m.seq;
-                                let frame = conv.pending.remove(&seq).unwrap_or_else(|| {
-                                    frame_of(&ServerEvent::Message { message: m })
-                                });
+                                let frame = conv
+                                    .pending
+                                    .remove(&seq)
+                                    .unwrap_or_else(|| frame_of(&ServerEvent::Message { message: m }));
                                 deliver_in_order(conv, users, conns, cid, seq, frame);
                             }
                         }
-                        let gap_remains = conv
-                            .pending
-                            .keys()
-                            .next()
-                            .is_some_and(|s| *s > conv.last_seq + 1);
+                        let gap_remains = conv.pending.keys().next().is_some_and(|s| *s > conv.last_seq + 1);
                         if !page.has_more && !gap_remains {
                             conv.filling = false;
                             return;
@@ -503,21 +441,12 @@ impl Hub {
         });
     }
 
-    async fn on_conversation(
-        self: &Arc<Self>,
-        h: chat_protocol::bus::EventHeader,
-        frame: Utf8Bytes,
-    ) {
+    async fn on_conversation(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
         let Some(cid) = h.conversation_id else { return };
         let last_seq = h.seq.unwrap_or(0);
         let (new_topics, gone) = {
             let mut st = self.lock();
-            let State {
-                conns,
-                users,
-                convs,
-                ..
-            } = &mut *st;
+            let State { conns, users, convs, .. } = &mut *st;
             let mut new_topics = Vec::new();
             let mut gone = Vec::new();
             for u in &h.members {
@@ -548,28 +477,16 @@ impl Hub {
             (new_topics, gone)
         };
         if !gone.is_empty() {
-            self.subs
-                .unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
+            self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
         }
         self.subscribe(new_topics).await;
     }
 }
 
-fn join(
-    convs: &mut HashMap<Uuid, ConvEntry>,
-    cid: Uuid,
-    user: Uuid,
-    last_seq: i64,
-    new_topics: &mut Vec<Uuid>,
-) {
+fn join(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, last_seq: i64, new_topics: &mut Vec<Uuid>) {
     let conv = convs.entry(cid).or_insert_with(|| {
         new_topics.push(cid);
-        ConvEntry {
-            members: HashSet::new(),
-            last_seq,
-            pending: BTreeMap::new(),
-            filling: false,
-        }
+        ConvEntry { members: HashSet::new(), last_seq, pending: BTreeMap::new(), filling: false }
     });
     conv.members.insert(user);
 }
@@ -585,11 +502,7 @@ fn leave(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, gone: &mut
 }
 
 fn member_conns(conv: &ConvEntry, users: &HashMap<Uuid, UserEntry>) -> Vec<ConnId> {
-    conv.members
-        .iter()
-        .filter_map(|u| users.get(u))
-        .flat_map(|u| u.conns.iter().copied())
-        .collect()
+    conv.members.iter().filter_map(|u| users.get(u)).flat_map(|u| u.conns.iter().copied()).collect()
 }
 
 /// Delivers message `seq` (which must be `last_seq + 1`), then any parked successors.

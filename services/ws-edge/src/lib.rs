@@ -52,10 +52,7 @@ pub async fn build(
     .await;
     let hub = Hub::new(bus, subs, store, verifier, limits);
     tokio::spawn(hub.clone().dispatch(rx));
-    let edge = Edge {
-        hub,
-        edge_id: Arc::from(edge_id),
-    };
+    let edge = Edge { hub, edge_id: Arc::from(edge_id) };
     tokio::spawn(report_presence(edge.clone(), presence));
     edge
 }
@@ -67,10 +64,7 @@ async fn report_presence(edge: Edge, presence: Arc<dyn Presence>) {
     let heartbeat_ms = heartbeat.as_millis() as u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_full = tokio::time::Instant::now() - heartbeat;
-    let mut carry = PresenceReport {
-        heartbeat_ms,
-        ..Default::default()
-    };
+    let mut carry = PresenceReport { heartbeat_ms, ..Default::default() };
     loop {
         tick.tick().await;
         let (on, off) = edge.hub.take_presence_changes();
@@ -88,10 +82,7 @@ async fn report_presence(edge: Edge, presence: Arc<dyn Presence>) {
                 if full_due {
                     last_full = tokio::time::Instant::now();
                 }
-                carry = PresenceReport {
-                    heartbeat_ms,
-                    ..Default::default()
-                };
+                carry = PresenceReport { heartbeat_ms, ..Default::default() };
             }
             Err(e) => {
                 tracing::warn!(error = %e, "presence report failed; will retry");
@@ -117,10 +108,7 @@ async fn upgrade(
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let q = WsQuery {
-        access_token: q.get("access_token").cloned(),
-        resume: q.get("resume").cloned(),
-    };
+    let q = WsQuery { access_token: q.get("access_token").cloned(), resume: q.get("resume").cloned() };
     // The header wins over the query parameter.
     let header_token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -138,8 +126,7 @@ async fn upgrade(
     let ws = match ws {
         Ok(ws) => ws,
         Err(e) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", e.body_text())
-                .into_response();
+            return ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", e.body_text()).into_response();
         }
     };
     let resume = matches!(q.resume.as_deref(), Some("1") | Some("true"));
@@ -156,11 +143,7 @@ impl Edge {
     pub async fn drain(&self) {
         let window = self.hub.limits.drain_window;
         let ids = self.hub.connection_ids();
-        tracing::info!(
-            connections = ids.len(),
-            window_ms = window.as_millis() as u64,
-            "draining"
-        );
+        tracing::info!(connections = ids.len(), window_ms = window.as_millis() as u64, "draining");
         let batches = 10usize;
         let per = ids.len().div_ceil(batches).max(1);
         for (i, chunk) in ids.chunks(per).enumerate() {
@@ -179,35 +162,19 @@ impl Edge {
 }
 
 /// Runs the service until `shutdown`, then drains.
-pub async fn run(
-    cfg: Config,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref())
-        .await
-        .map_err(std::io::Error::other)?;
+pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url));
     let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url));
-    let edge = build(
-        &cfg.edge_id,
-        cfg.limits.clone(),
-        bus.clone(),
-        verifier,
-        store,
-        presence,
-    )
-    .await;
+    let edge = build(&cfg.edge_id, cfg.limits.clone(), bus.clone(), verifier, store, presence).await;
     let checks = vec![
         chat_common::ops::bus_check(bus),
         chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
         chat_common::ops::http_check(
             "message-store",
-            format!(
-                "{}/internal/v1/ready",
-                cfg.message_store_url.trim_end_matches('/')
-            ),
+            format!("{}/internal/v1/ready", cfg.message_store_url.trim_end_matches('/')),
         ),
     ];
     let drain_edge = edge.clone();

@@ -13,21 +13,9 @@ pub trait MessageStore: Send + Sync {
     /// The user's conversations with their last seq.
     async fn user_conversations(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, ApiError>;
     /// Stores a message (durable when this returns).
-    async fn send(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        body: &str,
-        client_msg_id: Option<&str>,
-    ) -> Result<Message, ApiError>;
+    async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError>;
     /// Messages after `after` (or the latest, when None), ascending; 404 if `user` is not a member.
-    async fn history(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        after: Option<i64>,
-        limit: i64,
-    ) -> Result<MessagePage, ApiError>;
+    async fn history(&self, user: Uuid, cid: Uuid, after: Option<i64>, limit: i64) -> Result<MessagePage, ApiError>;
     async fn read(&self, user: Uuid, cid: Uuid, seq: i64) -> Result<(), ApiError>;
 }
 
@@ -52,11 +40,7 @@ pub struct PresenceReport {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(64)
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(64).build().expect("http client")
 }
 
 /// Turns a non-2xx answer into the same problem the service gave.
@@ -92,10 +76,7 @@ pub struct HttpMessageStore {
 
 impl HttpMessageStore {
     pub fn new(base: &str) -> Self {
-        HttpMessageStore {
-            http: client(),
-            base: base.trim_end_matches('/').to_string(),
-        }
+        HttpMessageStore { http: client(), base: base.trim_end_matches('/').to_string() }
     }
 }
 
@@ -119,55 +100,26 @@ impl MessageStore for HttpMessageStore {
             return Err(problem(resp).await);
         }
         let list: UserConvs = resp.json().await.map_err(unreachable)?;
-        Ok(list
-            .conversations
-            .into_iter()
-            .map(|c| (c.id, c.last_seq))
-            .collect())
+        Ok(list.conversations.into_iter().map(|c| (c.id, c.last_seq)).collect())
     }
 
-    async fn send(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        body: &str,
-        client_msg_id: Option<&str>,
-    ) -> Result<Message, ApiError> {
+    async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {
         let url = format!("{}/internal/v1/conversations/{cid}/messages", self.base);
-        let req =
-            serde_json::json!({ "sender_id": user, "body": body, "client_msg_id": client_msg_id });
-        let resp = self
-            .http
-            .post(url)
-            .json(&req)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let req = serde_json::json!({ "sender_id": user, "body": body, "client_msg_id": client_msg_id });
+        let resp = self.http.post(url).json(&req).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
         resp.json().await.map_err(unreachable)
     }
 
-    async fn history(
-        &self,
-        user: Uuid,
-        cid: Uuid,
-        after: Option<i64>,
-        limit: i64,
-    ) -> Result<MessagePage, ApiError> {
+    async fn history(&self, user: Uuid, cid: Uuid, after: Option<i64>, limit: i64) -> Result<MessagePage, ApiError> {
         let url = format!("{}/internal/v1/conversations/{cid}/messages", self.base);
         let mut q = vec![("user_id", user.to_string()), ("limit", limit.to_string())];
         if let Some(a) = after {
             q.push(("after_seq", a.to_string()));
         }
-        let resp = self
-            .http
-            .get(url)
-            .query(&q)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let resp = self.http.get(url).query(&q).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
@@ -197,10 +149,7 @@ pub struct HttpPresence {
 
 impl HttpPresence {
     pub fn new(base: &str) -> Self {
-        HttpPresence {
-            http: client(),
-            base: base.trim_end_matches('/').to_string(),
-        }
+        HttpPresence { http: client(), base: base.trim_end_matches('/').to_string() }
     }
 }
 
@@ -208,13 +157,7 @@ impl HttpPresence {
 impl Presence for HttpPresence {
     async fn report(&self, edge: &str, report: &PresenceReport) -> Result<(), ApiError> {
         let url = format!("{}/internal/v1/edges/{edge}/report", self.base);
-        let resp = self
-            .http
-            .post(url)
-            .json(report)
-            .send()
-            .await
-            .map_err(unreachable)?;
+        let resp = self.http.post(url).json(report).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }

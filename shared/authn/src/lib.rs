@@ -41,9 +41,7 @@ impl From<VerifyError> for ApiError {
     fn from(e: VerifyError) -> Self {
         match e {
             VerifyError::Expired => ApiError::token_expired(),
-            VerifyError::KeysUnavailable(d) => {
-                ApiError::unavailable(format!("cannot verify tokens now: {d}"))
-            }
+            VerifyError::KeysUnavailable(d) => ApiError::unavailable(format!("cannot verify tokens now: {d}")),
             other => ApiError::unauthorized(other.to_string()),
         }
     }
@@ -80,10 +78,7 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "sub"]);
         Arc::new(Verifier {
             source,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .build()
-                .expect("http client"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("http client"),
             keys: RwLock::default(),
             last_fetch: Mutex::default(),
             fetching: tokio::sync::Mutex::default(),
@@ -94,8 +89,7 @@ impl Verifier {
 
     /// Verifies signature, algorithm, `kid`, expiry and revocation.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| VerifyError::Invalid("malformed token"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid("malformed token"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(VerifyError::Invalid("unsupported algorithm"));
         }
@@ -107,14 +101,10 @@ impl Verifier {
                 self.key(&kid).ok_or(VerifyError::Invalid("unknown kid"))?
             }
         };
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => VerifyError::Expired,
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    VerifyError::Invalid("bad signature")
-                }
-                _ => VerifyError::Invalid("invalid token"),
-            }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => VerifyError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Invalid("bad signature"),
+            _ => VerifyError::Invalid("invalid token"),
         })?;
         if self.is_revoked(data.claims.sid) {
             return Err(VerifyError::Revoked);
@@ -138,21 +128,11 @@ impl Verifier {
         let set = match &self.source {
             KeySource::Local(p) => p.jwks(),
             KeySource::Url(url) => {
-                let resp = self
-                    .http
-                    .get(url)
-                    .send()
-                    .await
-                    .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
+                let resp = self.http.get(url).send().await.map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
                 if !resp.status().is_success() {
-                    return Err(VerifyError::KeysUnavailable(format!(
-                        "JWKS answered {}",
-                        resp.status()
-                    )));
+                    return Err(VerifyError::KeysUnavailable(format!("JWKS answered {}", resp.status())));
                 }
-                resp.json::<JwkSet>()
-                    .await
-                    .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
+                resp.json::<JwkSet>().await.map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
             }
         };
         let mut keys = HashMap::new();
@@ -181,10 +161,7 @@ impl Verifier {
 }
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
 
 /// Consumes `session_revoked` events from the bus and records them, so every service refuses the
@@ -192,10 +169,7 @@ pub fn now_secs() -> i64 {
 pub fn spawn_revocation_listener(verifier: Arc<Verifier>, bus: &chat_bus::Bus) {
     let (subs, mut rx) = bus.subscriber(256);
     tokio::spawn(async move {
-        subs.subscribe(vec![
-            chat_protocol::bus::topics::SESSIONS_REVOKED.to_string(),
-        ])
-        .await;
+        subs.subscribe(vec![chat_protocol::bus::topics::SESSIONS_REVOKED.to_string()]).await;
         while let Some(d) = rx.recv().await {
             if let chat_bus::Delivery::Message { payload, .. } = d
                 && let Some(env) = chat_protocol::bus::Envelope::decode(payload)
@@ -218,16 +192,9 @@ pub struct AuthUser {
 
 /// Extracts the bearer token of an `Authorization` header.
 pub fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -241,10 +208,6 @@ where
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
         let verifier = Arc::<Verifier>::from_ref(state);
         let claims = verifier.verify(token).await?;
-        Ok(AuthUser {
-            user_id: claims.sub,
-            session_id: claims.sid,
-            claims,
-        })
+        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
     }
 }

@@ -32,12 +32,7 @@ impl MemoryBus {
         };
         for sink in sinks {
             // A closed receiver is a subscriber that went away; not the publisher's problem.
-            let _ = sink
-                .send(Delivery::Message {
-                    topic: topic.clone(),
-                    payload: payload.clone(),
-                })
-                .await;
+            let _ = sink.send(Delivery::Message { topic: topic.clone(), payload: payload.clone() }).await;
         }
         Ok(())
     }
@@ -45,12 +40,7 @@ impl MemoryBus {
     pub(crate) fn subscriber(&self, tx: Sink) -> MemorySubscriptions {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         MemorySubscriptions {
-            state: Arc::new(SubState {
-                bus: self.clone(),
-                id,
-                tx,
-                topics: Mutex::new(HashSet::new()),
-            }),
+            state: Arc::new(SubState { bus: self.clone(), id, tx, topics: Mutex::new(HashSet::new()) }),
         }
     }
 }

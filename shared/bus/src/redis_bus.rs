@@ -19,13 +19,8 @@ pub struct RedisBus {
 
 impl RedisBus {
     pub(crate) fn new(url: &str) -> Result<Self, BusError> {
-        let client =
-            redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
-        Ok(RedisBus {
-            client,
-            conn: Arc::default(),
-            connecting: Arc::default(),
-        })
+        let client = redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
+        Ok(RedisBus { client, conn: Arc::default(), connecting: Arc::default() })
     }
 
     async fn conn(&self) -> Result<ConnectionManager, BusError> {
@@ -46,10 +41,7 @@ impl RedisBus {
 
     pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        let cmd = redis::cmd("PUBLISH")
-            .arg(topic)
-            .arg(&payload[..])
-            .to_owned();
+        let cmd = redis::cmd("PUBLISH").arg(topic).arg(&payload[..]).to_owned();
         match tokio::time::timeout(PUBLISH_TIMEOUT, cmd.query_async::<i64>(&mut c)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
@@ -59,12 +51,7 @@ impl RedisBus {
 
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         let mut c = self.conn().await?;
-        match tokio::time::timeout(
-            PUBLISH_TIMEOUT,
-            redis::cmd("PING").query_async::<String>(&mut c),
-        )
-        .await
-        {
+        match tokio::time::timeout(PUBLISH_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut c)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
             Err(_) => Err(BusError::Unavailable("ping timed out".into())),
@@ -97,11 +84,7 @@ impl RedisSubscriptions {
 
 /// Owns one pub/sub connection: applies subscription changes (batched), forwards messages, and on
 /// connection loss reconnects with backoff, resubscribes everything, then reports `Resubscribed`.
-async fn run_subscriber(
-    client: redis::Client,
-    mut ctl: mpsc::UnboundedReceiver<Control>,
-    out: mpsc::Sender<Delivery>,
-) {
+async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<Control>, out: mpsc::Sender<Delivery>) {
     let mut topics: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
@@ -134,10 +117,7 @@ async fn run_subscriber(
         }
         backoff = Duration::from_millis(50);
         if !first {
-            tracing::warn!(
-                topics = topics.len(),
-                "redis bus reconnected and resubscribed"
-            );
+            tracing::warn!(topics = topics.len(), "redis bus reconnected and resubscribed");
             metrics::counter!("bus_reconnects_total").increment(1);
             if out.send(Delivery::Resubscribed).await.is_err() {
                 return;

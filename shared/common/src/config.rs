@@ -26,11 +26,7 @@ where
 {
     match env_opt(name) {
         None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
-            name,
-            reason: e.to_string(),
-            value,
-        }),
+        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string(), value }),
     }
 }
 

@@ -27,29 +27,16 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            detail: detail.into(),
-            retry_after: None,
-        }
+        ApiError { status, code, detail: detail.into(), retry_after: None }
     }
     pub fn validation(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            detail,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail)
     }
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
     pub fn token_expired() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "token_expired",
-            "the access token has expired",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, "token_expired", "the access token has expired")
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
@@ -61,18 +48,10 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, detail)
     }
     pub fn payload_too_large() -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "request body exceeds 1 MiB",
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body exceeds 1 MiB")
     }
     pub fn rate_limited(retry_after_secs: u64) -> Self {
-        let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests, retry later",
-        );
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, retry later");
         e.retry_after = Some(retry_after_secs.max(1));
         e
     }
@@ -84,11 +63,7 @@ impl ApiError {
     /// An internal failure: the cause is logged here and never sent to the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     fn title(&self) -> &'static str {
@@ -116,10 +91,7 @@ impl IntoResponse for ApiError {
         .unwrap_or_default();
         let mut resp = (self.status, body).into_response();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

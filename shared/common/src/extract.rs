@@ -25,9 +25,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::validation(format!("unreadable body: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -50,13 +48,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn serde_urlencoded_like<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{q}")
-            .parse()
-            .map_err(|_| ApiError::validation("bad query"))?,
-    )
-    .map(|axum::extract::Query(v)| v)
-    .map_err(|e| ApiError::validation(format!("invalid query: {}", e.body_text())))
+    axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::validation("bad query"))?)
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::validation(format!("invalid query: {}", e.body_text())))
 }
 
 /// A path id: anything that is not a UUID is answered like a missing resource.

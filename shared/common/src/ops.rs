@@ -21,10 +21,7 @@ impl ReadyCheck {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        ReadyCheck {
-            name,
-            probe: Arc::new(move || Box::pin(f())),
-        }
+        ReadyCheck { name, probe: Arc::new(move || Box::pin(f())) }
     }
 }
 
@@ -65,11 +62,7 @@ pub fn admin_router(checks: Vec<ReadyCheck>) -> Router {
                             }
                         }
                     }
-                    let status = if ok {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
+                    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                     (status, body)
                 }
             }),
@@ -77,13 +70,7 @@ pub fn admin_router(checks: Vec<ReadyCheck>) -> Router {
         .route(
             "/metrics",
             get(|| async {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    chat_telemetry::render_metrics(),
-                )
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], chat_telemetry::render_metrics())
                     .into_response()
             }),
         )
@@ -95,9 +82,8 @@ pub fn health_check(admin_addr: &str) -> std::process::ExitCode {
     use std::io::{Read, Write};
     let addr = admin_addr.replace("0.0.0.0", "127.0.0.1");
     let run = || -> std::io::Result<bool> {
-        let sock: std::net::SocketAddr = addr
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+        let sock: std::net::SocketAddr =
+            addr.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
         let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
@@ -124,22 +110,13 @@ pub fn http_check(name: &'static str, url: String) -> ReadyCheck {
     ReadyCheck::new(name, move || {
         let url = url.clone();
         async move {
-            let addr = url
-                .strip_prefix("http://")
-                .ok_or("only http:// peers are checked")?;
-            let (hostport, path) = addr
-                .split_once('/')
-                .map(|(h, p)| (h, format!("/{p}")))
-                .unwrap_or((addr, "/".into()));
-            let mut s = tokio::net::TcpStream::connect(hostport)
-                .await
-                .map_err(|e| e.to_string())?;
+            let addr = url.strip_prefix("http://").ok_or("only http:// peers are checked")?;
+            let (hostport, path) =
+                addr.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((addr, "/".into()));
+            let mut s = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let req =
-                format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 12];
             s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
             if buf.starts_with(b"HTTP/1.1 2") {

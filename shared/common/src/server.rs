@@ -19,11 +19,7 @@ pub fn public_layers(router: Router) -> Router {
     router
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed",
-            )
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(observe))
@@ -31,11 +27,8 @@ pub fn public_layers(router: Router) -> Router {
 
 // The span records the route template, never the raw URI: query strings may carry access tokens.
 async fn observe(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let span = tracing::info_span!("http", %method, route = %route, status = tracing::field::Empty);
     let start = Instant::now();
@@ -44,11 +37,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let elapsed = start.elapsed();
     span.record("status", status);
     span.in_scope(|| tracing::info!(latency_ms = elapsed.as_secs_f64() * 1e3, "request"));
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
+    let labels = [("method", method.to_string()), ("route", route), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     resp
@@ -67,12 +56,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -116,11 +102,7 @@ pub async fn serve_service(
     let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let admin_task = tokio::spawn(serve(
-        admin_l,
-        crate::ops::admin_router(checks),
-        wait(rx.clone()),
-    ));
+    let admin_task = tokio::spawn(serve(admin_l, crate::ops::admin_router(checks), wait(rx.clone())));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);

@@ -44,8 +44,7 @@ pub struct DbConfig {
 impl Db {
     pub async fn connect(cfg: &DbConfig) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
-        let backend = if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://")
-        {
+        let backend = if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
             Backend::Postgres
         } else if cfg.url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -53,35 +52,21 @@ impl Db {
             return Err(DbError::BadUrl(cfg.url.clone()));
         };
         if let Some(schema) = &cfg.schema
-            && !schema
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(DbError::BadUrl(format!(
-                "schema {schema:?} must be [A-Za-z0-9_]"
-            )));
+            return Err(DbError::BadUrl(format!("schema {schema:?} must be [A-Za-z0-9_]")));
         }
         let schema = cfg.schema.clone().filter(|_| backend == Backend::Postgres);
         if let Some(s) = &schema {
             // Create the schema once on a plain connection before the pool sets it as search path.
             let opts = AnyConnectOptions::from_str(&cfg.url)?;
-            let pool = AnyPoolOptions::new()
-                .max_connections(1)
-                .connect_with(opts)
-                .await?;
-            pool.execute(sqlx::AssertSqlSafe(format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{s}\""
-            )))
-            .await?;
+            let pool = AnyPoolOptions::new().max_connections(1).connect_with(opts).await?;
+            pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))).await?;
             pool.close().await;
         }
         let opts = AnyConnectOptions::from_str(&cfg.url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite {
-                cfg.max_connections.min(8)
-            } else {
-                cfg.max_connections
-            })
+            .max_connections(if backend == Backend::Sqlite { cfg.max_connections.min(8) } else { cfg.max_connections })
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
                 let schema = schema.clone();
@@ -89,10 +74,7 @@ impl Db {
                     match backend {
                         Backend::Postgres => {
                             if let Some(s) = schema {
-                                conn.execute(sqlx::AssertSqlSafe(format!(
-                                    "SET search_path TO \"{s}\""
-                                )))
-                                .await?;
+                                conn.execute(sqlx::AssertSqlSafe(format!("SET search_path TO \"{s}\""))).await?;
                             }
                         }
                         // WAL lets readers run beside the one writer; busy_timeout makes writers queue
@@ -125,11 +107,7 @@ impl Db {
 
     /// A cheap round trip for `/readyz`.
     pub async fn ping(&self) -> Result<(), String> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 
@@ -140,13 +118,7 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Whether an error means the database cannot be reached right now (answer 503, not 500).
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
 }
 
 /// For SQLite files: makes sure the parent directory exists and the file may be created.

@@ -101,10 +101,7 @@ impl Envelope {
         let nl = payload.iter().position(|b| *b == b'\n')?;
         let header = serde_json::from_slice(&payload[..nl]).ok()?;
         std::str::from_utf8(&payload[nl + 1..]).ok()?;
-        Some(Envelope {
-            header,
-            frame: payload.slice(nl + 1..),
-        })
+        Some(Envelope { header, frame: payload.slice(nl + 1..) })
     }
 }
 

@@ -86,33 +86,12 @@ impl ServerEvent {
 /// A decoded client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    Send {
-        id: String,
-        conversation_id: Uuid,
-        body: String,
-        client_msg_id: Option<String>,
-    },
-    Typing {
-        id: Option<String>,
-        conversation_id: Uuid,
-        state: TypingState,
-    },
-    Read {
-        id: Option<String>,
-        conversation_id: Uuid,
-        seq: i64,
-    },
-    Sync {
-        id: String,
-        positions: HashMap<Uuid, i64>,
-    },
-    Auth {
-        id: String,
-        access_token: String,
-    },
-    Ping {
-        id: String,
-    },
+    Send { id: String, conversation_id: Uuid, body: String, client_msg_id: Option<String> },
+    Typing { id: Option<String>, conversation_id: Uuid, state: TypingState },
+    Read { id: Option<String>, conversation_id: Uuid, seq: i64 },
+    Sync { id: String, positions: HashMap<Uuid, i64> },
+    Auth { id: String, access_token: String },
+    Ping { id: String },
 }
 
 /// Why a client frame was refused; `reply_to` is the frame's `id` when one could be read.
@@ -138,19 +117,14 @@ struct RawFrame {
 }
 
 fn field_err(reply_to: &Option<String>, message: impl Into<String>) -> FrameError {
-    FrameError {
-        reply_to: reply_to.clone(),
-        message: message.into(),
-    }
+    FrameError { reply_to: reply_to.clone(), message: message.into() }
 }
 
 impl ClientFrame {
     /// Decodes one text frame. Errors carry a message fit to show the client.
     pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
-        let raw: RawFrame = serde_json::from_str(text).map_err(|e| FrameError {
-            reply_to: None,
-            message: format!("invalid JSON frame: {e}"),
-        })?;
+        let raw: RawFrame = serde_json::from_str(text)
+            .map_err(|e| FrameError { reply_to: None, message: format!("invalid JSON frame: {e}") })?;
         // An `id` that is not a 1–64 character string is itself an error, reported without reply_to.
         let id = match raw.id {
             None | Some(serde_json::Value::Null) => None,
@@ -158,14 +132,12 @@ impl ClientFrame {
             Some(_) => return Err(field_err(&None, "`id` must be a string of 1-64 characters")),
         };
         let ty = raw.ty.ok_or_else(|| field_err(&id, "missing `type`"))?;
-        let need_id = |id: &Option<String>| {
-            id.clone()
-                .ok_or_else(|| field_err(id, format!("`{ty}` needs an `id`")))
-        };
+        let need_id = |id: &Option<String>| id.clone().ok_or_else(|| field_err(id, format!("`{ty}` needs an `id`")));
         let conv = |v: Option<serde_json::Value>| -> Result<Uuid, FrameError> {
             match v {
-                Some(serde_json::Value::String(s)) => Uuid::parse_str(&s)
-                    .map_err(|_| field_err(&id, "`conversation_id` must be a UUID")),
+                Some(serde_json::Value::String(s)) => {
+                    Uuid::parse_str(&s).map_err(|_| field_err(&id, "`conversation_id` must be a UUID"))
+                }
                 _ => Err(field_err(&id, "`conversation_id` must be a UUID string")),
             }
         };
@@ -175,18 +147,15 @@ impl ClientFrame {
                 _ => Err(field_err(&id, format!("`{name}` must be a string"))),
             }
         };
-        let opt_string =
-            |v: Option<serde_json::Value>, name: &str| -> Result<Option<String>, FrameError> {
-                match v {
-                    None | Some(serde_json::Value::Null) => Ok(None),
-                    Some(serde_json::Value::String(s)) => Ok(Some(s)),
-                    _ => Err(field_err(&id, format!("`{name}` must be a string"))),
-                }
-            };
+        let opt_string = |v: Option<serde_json::Value>, name: &str| -> Result<Option<String>, FrameError> {
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                _ => Err(field_err(&id, format!("`{name}` must be a string"))),
+            }
+        };
         let int = |v: Option<serde_json::Value>, name: &str| -> Result<i64, FrameError> {
-            v.as_ref()
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| field_err(&id, format!("`{name}` must be an integer")))
+            v.as_ref().and_then(|v| v.as_i64()).ok_or_else(|| field_err(&id, format!("`{name}` must be an integer")))
         };
         match ty.as_str() {
             "send" => Ok(ClientFrame::Send {
@@ -201,31 +170,21 @@ impl ClientFrame {
                     Some("stop") => TypingState::Stop,
                     _ => return Err(field_err(&id, "`state` must be \"start\" or \"stop\"")),
                 };
-                Ok(ClientFrame::Typing {
-                    conversation_id: conv(raw.conversation_id)?,
-                    state,
-                    id,
-                })
+                Ok(ClientFrame::Typing { conversation_id: conv(raw.conversation_id)?, state, id })
             }
-            "read" => Ok(ClientFrame::Read {
-                conversation_id: conv(raw.conversation_id)?,
-                seq: int(raw.seq, "seq")?,
-                id,
-            }),
+            "read" => {
+                Ok(ClientFrame::Read { conversation_id: conv(raw.conversation_id)?, seq: int(raw.seq, "seq")?, id })
+            }
             "sync" => {
                 let id = need_id(&id)?;
                 let positions = match raw.positions {
                     Some(serde_json::Value::Object(map)) => {
                         let mut out = HashMap::with_capacity(map.len());
                         for (k, v) in map {
-                            let cid = Uuid::parse_str(&k).map_err(|_| {
-                                field_err(&Some(id.clone()), "`positions` keys must be UUIDs")
-                            })?;
+                            let cid = Uuid::parse_str(&k)
+                                .map_err(|_| field_err(&Some(id.clone()), "`positions` keys must be UUIDs"))?;
                             let seq = v.as_i64().filter(|s| *s >= 0).ok_or_else(|| {
-                                field_err(
-                                    &Some(id.clone()),
-                                    "`positions` values must be integers >= 0",
-                                )
+                                field_err(&Some(id.clone()), "`positions` values must be integers >= 0")
                             })?;
                             out.insert(cid, seq);
                         }
@@ -235,10 +194,9 @@ impl ClientFrame {
                 };
                 Ok(ClientFrame::Sync { id, positions })
             }
-            "auth" => Ok(ClientFrame::Auth {
-                id: need_id(&id)?,
-                access_token: string(raw.access_token, "access_token")?,
-            }),
+            "auth" => {
+                Ok(ClientFrame::Auth { id: need_id(&id)?, access_token: string(raw.access_token, "access_token")? })
+            }
             "ping" => Ok(ClientFrame::Ping { id: need_id(&id)? }),
             other => Err(field_err(&id, format!("unknown frame type `{other}`"))),
         }
@@ -258,34 +216,19 @@ mod tests {
         .unwrap();
         assert_eq!(
             f,
-            ClientFrame::Send {
-                id: "a1".into(),
-                conversation_id: cid,
-                body: "hi".into(),
-                client_msg_id: None
-            }
+            ClientFrame::Send { id: "a1".into(), conversation_id: cid, body: "hi".into(), client_msg_id: None }
         );
-        let e =
-            ClientFrame::decode(r#"{"type":"send","id":"a2","conversation_id":"x","body":"hi"}"#)
-                .unwrap_err();
+        let e = ClientFrame::decode(r#"{"type":"send","id":"a2","conversation_id":"x","body":"hi"}"#).unwrap_err();
         assert_eq!(e.reply_to.as_deref(), Some("a2"));
         let e = ClientFrame::decode(r#"{"type":"nope","id":"a3"}"#).unwrap_err();
         assert_eq!(e.reply_to.as_deref(), Some("a3"));
-        assert!(
-            ClientFrame::decode("not json")
-                .unwrap_err()
-                .reply_to
-                .is_none()
-        );
+        assert!(ClientFrame::decode("not json").unwrap_err().reply_to.is_none());
         assert!(ClientFrame::decode(r#"{"type":"ping"}"#).is_err());
     }
 
     #[test]
     fn server_events_are_tagged() {
-        let j = ServerEvent::Pong {
-            reply_to: "p".into(),
-        }
-        .to_json();
+        let j = ServerEvent::Pong { reply_to: "p".into() }.to_json();
         assert_eq!(j, r#"{"type":"pong","reply_to":"p"}"#);
     }
 }

@@ -9,22 +9,14 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         Timestamp(d.as_millis() as i64)
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.fff...]Z` (UTC only, which is all this API emits).
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() < 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b'T'
-            || b[13] != b':'
-            || b[16] != b':'
-        {
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
             return None;
         }
         let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
@@ -49,9 +41,7 @@ impl Timestamp {
             ms += i64::from(c - b'0') * [100, 10, 1][i];
         }
         let days = days_from_civil(y, mo, d);
-        Some(Timestamp(
-            ((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms,
-        ))
+        Some(Timestamp(((days * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms))
     }
 }
 
@@ -84,13 +74,7 @@ impl fmt::Display for Timestamp {
         let secs = self.0.div_euclid(1000);
         let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-            sod / 3600,
-            sod % 3600 / 60,
-            sod % 60
-        )
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", sod / 3600, sod % 3600 / 60, sod % 60)
     }
 }
 
@@ -103,8 +87,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 UTC timestamp"))
+        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 UTC timestamp"))
     }
 }
 
@@ -117,15 +100,9 @@ mod tests {
         let t = Timestamp::parse("2026-11-25T21:08:11.123Z").unwrap();
         assert_eq!(t.to_string(), "2026-11-25T21:08:11.123Z");
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Timestamp(951_782_400_000).to_string(),
-            "2000-02-29T00:00:00.000Z"
-        );
+        assert_eq!(Timestamp(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
         for ms in [0, 1, 999, 86_399_999, 1_764_000_000_123, 4_102_444_800_000] {
-            assert_eq!(
-                Timestamp::parse(&Timestamp(ms).to_string()),
-                Some(Timestamp(ms))
-            );
+            assert_eq!(Timestamp::parse(&Timestamp(ms).to_string()), Some(Timestamp(ms)));
         }
         assert_eq!(Timestamp::parse("2026-11-25T21:08:11+01:00"), None);
     }

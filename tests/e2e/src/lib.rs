@@ -18,8 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
 pub fn pg_url() -> String {
-    std::env::var("CHAT_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("CHAT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn redis_url() -> String {
@@ -37,20 +36,16 @@ pub async fn require_server(name: &str, url: &str, how: &str) {
     let addr = host_port(url);
     match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await {
         Ok(Ok(_)) => {}
-        _ => panic!(
-            "{name} is not reachable at {addr}. Start it with: {how}  (or run scripts/test.sh, which starts it)"
-        ),
+        _ => {
+            panic!("{name} is not reachable at {addr}. Start it with: {how}  (or run scripts/test.sh, which starts it)")
+        }
     }
 }
 
 pub async fn require_postgres() -> String {
     let url = pg_url();
-    require_server(
-        "PostgreSQL",
-        &url,
-        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-    )
-    .await;
+    require_server("PostgreSQL", &url, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+        .await;
     url
 }
 
@@ -67,10 +62,7 @@ pub async fn require_redis() -> String {
 
 /// A unique name for this test's schemas and data.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x")
-    )
+    format!("{prefix}_{}", Uuid::new_v4().simple().to_string().get(..12).unwrap_or("x"))
 }
 
 /// The workspace's built binary `name` (built by `cargo build --bins`, which scripts/test.sh runs).
@@ -101,23 +93,15 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, envs: &[(&str, String)]) -> Proc {
         let mut cmd = Command::new(binary(name));
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .env("LOG_FORMAT", "pretty")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        cmd.env("RUST_LOG", std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("LOG_FORMAT", "pretty")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_string(), child }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -127,10 +111,7 @@ impl Proc {
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
         }
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
@@ -163,63 +144,63 @@ pub struct TestUser {
     pub refresh: String,
 }
 
-/// A plain HTTP client for one base URL.
+/// An HTTP client for the public API: routes each path to its owning service like the gateway
+/// does (or everything to one base URL for the all-in-one binary).
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
+    routes: Vec<(&'static str, String)>,
     pub http: reqwest::Client,
 }
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Api {
-        Api {
-            base: base.into(),
-            http: reqwest::Client::new(),
-        }
+        Api { base: base.into(), routes: Vec::new(), http: reqwest::Client::new() }
     }
 
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    pub fn routed(default: String, routes: Vec<(&'static str, String)>) -> Api {
+        Api { base: default, routes, http: reqwest::Client::new() }
+    }
+
+    fn base_for(&self, path: &str) -> &str {
+        self.routes.iter().find(|(p, _)| path.starts_with(p)).map(|(_, b)| b.as_str()).unwrap_or(&self.base)
+    }
+
+    /// Sends raw bytes (for malformed-body tests).
+    pub async fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut req = self.http.request(m, format!("{}{path}", self.base));
+        let mut req = self.http.request(m, format!("{}{path}", self.base_for(path))).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(m, format!("{}{path}", self.base_for(path)));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     pub async fn register(&self, username: &str) -> TestUser {
         let (s, v) = self
-            .call(
-                "POST",
-                "/v1/auth/register",
-                None,
-                Some(json!({"username": username, "password": "correct horse 1"})),
-            )
+            .call("POST", "/v1/auth/register", None, Some(json!({"username": username, "password": "correct horse 1"})))
             .await;
         assert_eq!(s, 201, "register {username}: {v}");
         TestUser {
-            id: v["user"]["id"]
-                .as_str()
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .expect("user id"),
+            id: v["user"]["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("user id"),
             username: username.to_lowercase(),
             token: v["access_token"].as_str().expect("token").to_string(),
             refresh: v["refresh_token"].as_str().expect("refresh").to_string(),
@@ -228,12 +209,7 @@ impl Api {
 
     pub async fn direct(&self, a: &TestUser, b: &TestUser) -> Uuid {
         let (s, v) = self
-            .call(
-                "POST",
-                "/v1/conversations",
-                Some(&a.token),
-                Some(json!({"kind": "direct", "members": [b.id]})),
-            )
+            .call("POST", "/v1/conversations", Some(&a.token), Some(json!({"kind": "direct", "members": [b.id]})))
             .await;
         assert!(s == 201 || s == 200, "create direct: {s} {v}");
         Uuid::parse_str(v["id"].as_str().expect("id")).expect("uuid")
@@ -250,24 +226,14 @@ pub struct Ws {
 impl Ws {
     /// Connects with a bearer header; `query` is appended as-is (e.g. `?resume=1`).
     pub async fn connect(ws_base: &str, token: &str, query: &str) -> Ws {
-        let mut req = format!("{ws_base}/v1/ws{query}")
-            .into_client_request()
-            .expect("request");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        let (stream, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket connect");
+        let mut req = format!("{ws_base}/v1/ws{query}").into_client_request().expect("request");
+        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        let (stream, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connect");
         Ws { stream }
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.stream
-            .send(Message::Text(v.to_string().into()))
-            .await
-            .expect("ws send");
+        self.stream.send(Message::Text(v.to_string().into())).await.expect("ws send");
     }
 
     /// The next JSON frame within `timeout`; panics on timeout or close.
@@ -364,10 +330,7 @@ impl Cluster {
         ));
         procs.push(Proc::spawn(
             "chat-presence",
-            &common(vec![
-                ("PRESENCE_LISTEN", presence.clone()),
-                ("PRESENCE_ADMIN_LISTEN", presence_admin.clone()),
-            ]),
+            &common(vec![("PRESENCE_LISTEN", presence.clone()), ("PRESENCE_ADMIN_LISTEN", presence_admin.clone())]),
         ));
         wait_ready("chat-message-store", &store_admin).await;
         wait_ready("chat-presence", &presence_admin).await;
@@ -391,15 +354,20 @@ impl Cluster {
         for ea in &edge_admins {
             wait_ready("chat-ws-edge", ea).await;
         }
-        Cluster {
-            auth,
-            store,
-            presence,
-            edges: edge_addrs,
-            edge_admins,
-            store_schema,
-            procs,
-        }
+        Cluster { auth, store, presence, edges: edge_addrs, edge_admins, store_schema, procs }
+    }
+
+    /// The public API routed by path prefix, as the gateway routes it.
+    pub fn api(&self) -> Api {
+        let auth = format!("http://{}", self.auth);
+        Api::routed(
+            auth.clone(),
+            vec![
+                ("/v1/conversations", format!("http://{}", self.store)),
+                ("/v1/presence", format!("http://{}", self.presence)),
+                ("/v1/", auth),
+            ],
+        )
     }
 
     pub fn auth_api(&self) -> Api {
@@ -450,12 +418,7 @@ impl AllInOne {
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let proc = Proc::spawn("chat", &env);
         wait_ready("chat", &admin).await;
-        AllInOne {
-            addr,
-            admin,
-            data_dir,
-            proc,
-        }
+        AllInOne { addr, admin, data_dir, proc }
     }
     pub fn api(&self) -> Api {
         Api::new(format!("http://{}", self.addr))
@@ -466,3 +429,59 @@ impl AllInOne {
 }
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Where a contract test runs: the all-in-one binary (SQLite, in-process bus) or the microservices
+/// (PostgreSQL, Redis, two edges).
+pub enum Target {
+    AllInOne(AllInOne),
+    Services(Cluster),
+}
+
+impl Target {
+    pub async fn all_in_one(extra: &[(&'static str, String)]) -> Target {
+        Target::AllInOne(AllInOne::start(extra).await)
+    }
+
+    pub async fn services(extra: &[(&'static str, String)]) -> Target {
+        let redis = require_redis().await;
+        Target::Services(Cluster::start(&redis, 2, extra).await)
+    }
+
+    pub fn api(&self) -> Api {
+        match self {
+            Target::AllInOne(a) => a.api(),
+            Target::Services(c) => c.api(),
+        }
+    }
+
+    /// WebSocket base URL of edge `i` (the all-in-one binary has one).
+    pub fn ws(&self, i: usize) -> String {
+        match self {
+            Target::AllInOne(a) => a.ws(),
+            Target::Services(c) => c.edge_ws(i % c.edges.len()),
+        }
+    }
+}
+
+/// Runs one async test body against both targets: `both!(name);` or `both!(name, [("VAR", value)])`
+/// generates `name::all_in_one_sqlite` and `name::services_postgres`.
+#[macro_export]
+macro_rules! both {
+    ($name:ident) => {
+        $crate::both!($name, []);
+    };
+    ($name:ident, [$(($k:expr, $v:expr)),* $(,)?]) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn all_in_one_sqlite() {
+                let t = $crate::Target::all_in_one(&[$(($k, $v.to_string())),*]).await;
+                super::$name(&t).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn services_postgres() {
+                let t = $crate::Target::services(&[$(($k, $v.to_string())),*]).await;
+                super::$name(&t).await;
+            }
+        }
+    };
+}

@@ -21,8 +21,10 @@ async fn message_crosses_two_edges_over_redis_and_lands_in_postgres() {
     assert_eq!(hello["user_id"], a.id.to_string());
     assert_eq!(wb.next(WAIT).await["type"], "hello");
 
-    wa.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hi from edge 1", "client_msg_id": "c1"}))
-        .await;
+    wa.send(
+        json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hi from edge 1", "client_msg_id": "c1"}),
+    )
+    .await;
     let ack = wa.wait_for(WAIT, |v| v["type"] == "ack").await;
     assert_eq!(ack["reply_to"], "s1");
     assert_eq!(ack["message"]["seq"], 1);
@@ -36,19 +38,9 @@ async fn message_crosses_two_edges_over_redis_and_lands_in_postgres() {
 
     let pool = sqlx::any::AnyPoolOptions::new().max_connections(1);
     sqlx::any::install_default_drivers();
-    let pool = pool
-        .connect(&pg_url())
-        .await
-        .expect("connect to PostgreSQL");
-    let sql = format!(
-        "SELECT body, seq FROM \"{}\".messages WHERE conversation_id = $1",
-        c.store_schema
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(cid.to_string())
-        .fetch_one(&pool)
-        .await
-        .expect("stored row");
+    let pool = pool.connect(&pg_url()).await.expect("connect to PostgreSQL");
+    let sql = format!("SELECT body, seq FROM \"{}\".messages WHERE conversation_id = $1", c.store_schema);
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cid.to_string()).fetch_one(&pool).await.expect("stored row");
     assert_eq!(row.get::<String, _>("body"), "hi from edge 1");
     assert_eq!(row.get::<i64, _>("seq"), 1);
 }
@@ -65,23 +57,12 @@ async fn message_flows_through_the_all_in_one_binary() {
     let mut wb = Ws::connect(&app.ws(), &b.token, "").await;
     assert_eq!(wa.next(WAIT).await["type"], "hello");
     assert_eq!(wb.next(WAIT).await["type"], "hello");
-    wa.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hi"}))
-        .await;
+    wa.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hi"})).await;
     let ack = wa.wait_for(WAIT, |v| v["type"] == "ack").await;
     let got = wb.wait_for(WAIT, |v| v["type"] == "message").await;
     assert_eq!(got["message"]["id"], ack["message"]["id"]);
-    let (s, hist) = api
-        .call(
-            "GET",
-            &format!("/v1/conversations/{cid}/messages"),
-            Some(&b.token),
-            None,
-        )
-        .await;
+    let (s, hist) = api.call("GET", &format!("/v1/conversations/{cid}/messages"), Some(&b.token), None).await;
     assert_eq!(s, 200);
     assert_eq!(hist["messages"][0]["body"], "hi");
-    assert!(
-        app.data_dir.0.join("messages.db").exists(),
-        "SQLite file in CHAT_DATA_DIR"
-    );
+    assert!(app.data_dir.0.join("messages.db").exists(), "SQLite file in CHAT_DATA_DIR");
 }

@@ -1,0 +1,235 @@
+//! The auth contract of API.md, over HTTP, against the all-in-one binary (SQLite) and the
+//! microservices (PostgreSQL).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chat_e2e::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn reg(u: &str, p: &str) -> Option<Value> {
+    Some(json!({"username": u, "password": p}))
+}
+
+async fn registration_rules(t: &Target) {
+    let api = t.api();
+    let name = unique("Ann");
+    let (s, v) = api.call("POST", "/v1/auth/register", None, reg(&name, "password1")).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["user"]["username"], name.to_lowercase());
+    assert_eq!(v["user"]["display_name"], name.to_lowercase(), "display_name defaults to the stored username");
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 900);
+    assert!(v["user"].get("password_hash").is_none() && v["user"].get("password").is_none());
+    // Case-insensitive uniqueness.
+    let (s, v) = api.call("POST", "/v1/auth/register", None, reg(&name.to_uppercase(), "password1")).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("username_taken")), "{v}");
+    for (u, p) in [("ab", "password1"), ("has space", "password1"), ("ünïcode", "password1"), (&"x".repeat(33), "password1")]
+    {
+        let (s, v) = api.call("POST", "/v1/auth/register", None, reg(u, p)).await;
+        assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "username {u:?}: {v}");
+    }
+    let u = unique("pw");
+    for p in ["short7!", "nul\u{0}password", &"p".repeat(257)] {
+        let (s, _) = api.call("POST", "/v1/auth/register", None, reg(&u, p)).await;
+        assert_eq!(s, 422, "password {p:?}");
+    }
+    let (s, _) = api
+        .call("POST", "/v1/auth/register", None, Some(json!({"username": u, "password": "password1", "display_name": ""})))
+        .await;
+    assert_eq!(s, 422, "empty display name");
+    let (s, v) = api
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            Some(json!({"username": u, "password": "pässwörd 1", "display_name": "<b>Zoë</b> ' OR 1=1", "extra": 1})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["user"]["display_name"], "<b>Zoë</b> ' OR 1=1", "stored verbatim");
+    // Malformed JSON and wrong types are 422, never 500.
+    let (s, v) = api.raw("POST", "/v1/auth/register", None, b"{not json".to_vec()).await;
+    assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")));
+    let (s, _) = api.call("POST", "/v1/auth/register", None, Some(json!({"username": 5, "password": "x"}))).await;
+    assert_eq!(s, 422);
+    let (s, v) = api.raw("POST", "/v1/auth/register", None, vec![b' '; 1024 * 1024 + 10]).await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("payload_too_large")), "{v}");
+}
+both!(registration_rules);
+
+async fn login_and_users(t: &Target) {
+    let api = t.api();
+    let name = unique("Carl");
+    let me = api.register(&name).await;
+    let (s, v) = api.call("POST", "/v1/auth/login", None, reg(&name.to_uppercase(), "correct horse 1")).await;
+    assert_eq!(s, 200, "login is case-insensitive: {v}");
+    assert_eq!(v["user"]["id"], me.id.to_string());
+    let (s1, wrong) = api.call("POST", "/v1/auth/login", None, reg(&name, "wrong password")).await;
+    let (s2, unknown) = api.call("POST", "/v1/auth/login", None, reg(&unique("nobody"), "wrong password")).await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong, unknown, "unknown user and wrong password look the same");
+
+    let (s, v) = api.call("GET", "/v1/users/me", Some(&me.token), None).await;
+    assert_eq!((s, v["id"].as_str()), (200, Some(me.id.to_string().as_str())));
+    let (s, _) = api.call("GET", "/v1/users/me", None, None).await;
+    assert_eq!(s, 401);
+    let (s, v) = api.call("GET", &format!("/v1/users/{}", me.id), Some(&me.token), None).await;
+    assert_eq!((s, v["username"].as_str()), (200, Some(name.to_lowercase().as_str())));
+    let (s, _) = api.call("GET", &format!("/v1/users/{}", uuid::Uuid::now_v7()), Some(&me.token), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api.call("GET", "/v1/users/not-a-uuid", Some(&me.token), None).await;
+    assert_eq!(s, 404);
+
+    // Prefix search, ordered by username.
+    let prefix = unique("srch");
+    for suffix in ["b", "a", "c"] {
+        api.register(&format!("{prefix}{suffix}")).await;
+    }
+    let (s, v) = api.call("GET", &format!("/v1/users?q={}&limit=2", prefix.to_uppercase()), Some(&me.token), None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![format!("{prefix}a"), format!("{prefix}b")]);
+    for bad in ["0", "101", "x"] {
+        let (s, _) = api.call("GET", &format!("/v1/users?limit={bad}"), Some(&me.token), None).await;
+        assert_eq!(s, 422, "limit={bad}");
+    }
+    let (s, v) = api.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["keys"][0]["kty"], "OKP");
+    assert!(v["keys"][0]["kid"].is_string());
+}
+both!(login_and_users);
+
+async fn refresh_rotation_reuse_and_logout(t: &Target) {
+    let api = t.api();
+    let name = unique("dana");
+    let first = api.register(&name).await;
+    let (_, other) = api.call("POST", "/v1/auth/login", None, reg(&name, "correct horse 1")).await;
+    let other_refresh = other["refresh_token"].as_str().unwrap().to_string();
+
+    let (s, v) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": first.refresh}))).await;
+    assert_eq!(s, 200, "{v}");
+    let new_refresh = v["refresh_token"].as_str().unwrap().to_string();
+    let new_access = v["access_token"].as_str().unwrap().to_string();
+    assert_ne!(new_refresh, first.refresh);
+    // Reuse of the rotated token: 401, and the whole login session is revoked.
+    let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": first.refresh}))).await;
+    assert_eq!(s, 401);
+    let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": new_refresh}))).await;
+    assert_eq!(s, 401, "the newer token of that session is revoked too");
+    // Its access tokens are refused everywhere within 5 s.
+    let mut refused = false;
+    for _ in 0..50 {
+        let a = api.call("GET", "/v1/users/me", Some(&new_access), None).await.0;
+        let b = api.call("GET", "/v1/conversations", Some(&new_access), None).await.0;
+        if a == 401 && b == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "revoked session's access token still accepted after 5 s");
+    // The other login of the same user is untouched.
+    let (s, v) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": other_refresh}))).await;
+    assert_eq!(s, 200, "{v}");
+    let latest = v["refresh_token"].as_str().unwrap().to_string();
+    let (s, _) = api.call("POST", "/v1/auth/logout", None, Some(json!({"refresh_token": latest}))).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": latest}))).await;
+    assert_eq!(s, 401);
+    for junk in [json!("nope"), json!(12), json!("x".repeat(43))] {
+        let (s, _) = api.call("POST", "/v1/auth/logout", None, Some(json!({"refresh_token": junk}))).await;
+        assert_eq!(s, 204, "logout with {junk}");
+        let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": junk}))).await;
+        assert_eq!(s, 401, "refresh with {junk}");
+    }
+}
+both!(refresh_rotation_reuse_and_logout);
+
+fn forge(header: Value, claims: &Value, sig: &[u8]) -> String {
+    format!("{}.{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()), B64.encode(sig))
+}
+
+async fn forged_tokens_are_refused(t: &Target) {
+    let api = t.api();
+    let me = api.register(&unique("eve")).await;
+    let parts: Vec<&str> = me.token.split('.').collect();
+    let header: Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    for k in ["sub", "sid", "iat", "exp", "jti"] {
+        assert!(claims.get(k).is_some(), "claim {k}");
+    }
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
+    let kid = header["kid"].as_str().unwrap();
+    let mut tampered_claims = claims.clone();
+    tampered_claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 3600);
+    let sig = B64.decode(parts[2]).unwrap();
+    let (_, jwks) = api.call("GET", "/.well-known/jwks.json", None, None).await;
+    let public_x = B64.decode(jwks["keys"][0]["x"].as_str().unwrap()).unwrap();
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header { alg: jsonwebtoken::Algorithm::HS256, kid: Some(kid.into()), ..Default::default() },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public_x),
+    )
+    .unwrap();
+    let cases = vec![
+        ("tampered claims", forge(header.clone(), &tampered_claims, &sig)),
+        ("alg none", forge(json!({"alg": "none", "typ": "JWT", "kid": kid}), &claims, b"")),
+        ("HS256 keyed with the public key", hs),
+        ("unknown kid", forge(json!({"alg": "EdDSA", "typ": "JWT", "kid": "nope"}), &claims, &sig)),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (what, token) in cases {
+        let (s, v) = api.call("GET", "/v1/users/me", Some(&token), None).await;
+        assert_eq!((s, v["code"].as_str()), (401, Some("unauthorized")), "{what} (auth)");
+        let (s, _) = api.call("GET", "/v1/conversations", Some(&token), None).await;
+        assert_eq!(s, 401, "{what} (message-store)");
+        let (s, _) = api.call("GET", &format!("/v1/presence?user_ids={}", me.id), Some(&token), None).await;
+        assert_eq!(s, 401, "{what} (presence)");
+    }
+}
+both!(forged_tokens_are_refused);
+
+async fn expired_tokens(t: &Target) {
+    let api = t.api();
+    let me = api.register(&unique("fay")).await;
+    let (s, _) = api.call("GET", "/v1/users/me", Some(&me.token), None).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (s, v) = api.call("GET", "/v1/users/me", Some(&me.token), None).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("token_expired")), "{v}");
+    let (s, v) = api.call("GET", "/v1/conversations", Some(&me.token), None).await;
+    assert_eq!((s, v["code"].as_str()), (401, Some("token_expired")));
+}
+both!(expired_tokens, [("CHAT_ACCESS_TOKEN_TTL", "1")]);
+
+async fn login_throttling(t: &Target) {
+    let api = t.api();
+    let name = unique("gus");
+    api.register(&name).await;
+    for i in 0..3 {
+        let (s, _) = api.call("POST", "/v1/auth/login", None, reg(&name, "wrong password")).await;
+        assert_eq!(s, 401, "failure {i}");
+    }
+    let resp = api
+        .http
+        .post(format!("{}/v1/auth/login", api.base))
+        .json(&json!({"username": name, "password": "correct horse 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "a correct password is refused while limited");
+    assert!(resp.headers().get("retry-after").is_some());
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited");
+    // 422 attempts do not count; an unknown username is limited the same way.
+    let ghost = unique("ghost");
+    for _ in 0..3 {
+        api.call("POST", "/v1/auth/login", None, reg(&ghost, "x")).await;
+    }
+    let (s, _) = api.call("POST", "/v1/auth/login", None, reg(&ghost, "x")).await;
+    assert_eq!(s, 429);
+}
+both!(login_throttling, [("CHAT_LOGIN_MAX_FAILURES_PER_USER", "3")]);

@@ -191,11 +191,12 @@ async fn apply(s: &AppState, caller: Uuid, cid: Uuid, change: crate::store::Chan
 
 pub async fn rename(s: &AppState, caller: Uuid, cid: Uuid, title: &str) -> ApiResult<Conversation> {
     let (role, group) = role_in_group(s, caller, cid).await?;
-    if role == Role::Member {
-        return Err(ApiError::forbidden("only the owner or an admin may rename"));
-    }
+    // Direct conversations come first: both members are plain members there, and the answer is 422.
     if !group {
         return Err(ApiError::validation("a direct conversation has no title"));
+    }
+    if role == Role::Member {
+        return Err(ApiError::forbidden("only the owner or an admin may rename"));
     }
     validate::text("title", title, 1, 128)?;
     apply(s, caller, cid, crate::store::Change::Title(title.to_owned())).await?.ok_or_else(ApiError::not_found)
@@ -216,15 +217,15 @@ pub async fn add_member(
             _ => return Err(ApiError::validation("`role` must be \"member\" or \"admin\"")),
         },
     };
-    // Permission checks come first.
+    if !group {
+        return Err(ApiError::validation("a direct conversation has fixed members"));
+    }
+    // Within a group, permission checks come first.
     if actor == Role::Member {
         return Err(ApiError::forbidden("only the owner or an admin may add members"));
     }
     if role == Role::Admin && actor != Role::Owner {
         return Err(ApiError::forbidden("only the owner may add an admin"));
-    }
-    if !group {
-        return Err(ApiError::validation("a direct conversation has fixed members"));
     }
     let found = s.directory.existing(&[user]).await.map_err(ApiError::unavailable)?;
     if !found.contains(&user) {
@@ -239,11 +240,11 @@ pub async fn set_role(s: &AppState, caller: Uuid, cid: Uuid, user: Uuid, role: &
         Some(r @ (Role::Member | Role::Admin)) => r,
         _ => return Err(ApiError::validation("`role` must be \"member\" or \"admin\"")),
     };
-    if actor != Role::Owner {
-        return Err(ApiError::forbidden("only the owner may change roles"));
-    }
     if !group {
         return Err(ApiError::validation("roles of a direct conversation are fixed"));
+    }
+    if actor != Role::Owner {
+        return Err(ApiError::forbidden("only the owner may change roles"));
     }
     if user == caller {
         return Err(ApiError::validation("the owner cannot change their own role"));

@@ -24,7 +24,8 @@ async fn registration_rules(t: &Target) {
     // Case-insensitive uniqueness.
     let (s, v) = api.call("POST", "/v1/auth/register", None, reg(&name.to_uppercase(), "password1")).await;
     assert_eq!((s, v["code"].as_str()), (409, Some("username_taken")), "{v}");
-    for (u, p) in [("ab", "password1"), ("has space", "password1"), ("ünïcode", "password1"), (&"x".repeat(33), "password1")]
+    for (u, p) in
+        [("ab", "password1"), ("has space", "password1"), ("ünïcode", "password1"), (&"x".repeat(33), "password1")]
     {
         let (s, v) = api.call("POST", "/v1/auth/register", None, reg(u, p)).await;
         assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "username {u:?}: {v}");
@@ -35,7 +36,12 @@ async fn registration_rules(t: &Target) {
         assert_eq!(s, 422, "password {p:?}");
     }
     let (s, _) = api
-        .call("POST", "/v1/auth/register", None, Some(json!({"username": u, "password": "password1", "display_name": ""})))
+        .call(
+            "POST",
+            "/v1/auth/register",
+            None,
+            Some(json!({"username": u, "password": "password1", "display_name": ""})),
+        )
         .await;
     assert_eq!(s, 422, "empty display name");
     let (s, v) = api
@@ -86,7 +92,8 @@ async fn login_and_users(t: &Target) {
     for suffix in ["b", "a", "c"] {
         api.register(&format!("{prefix}{suffix}")).await;
     }
-    let (s, v) = api.call("GET", &format!("/v1/users?q={}&limit=2", prefix.to_uppercase()), Some(&me.token), None).await;
+    let (s, v) =
+        api.call("GET", &format!("/v1/users?q={}&limit=2", prefix.to_uppercase()), Some(&me.token), None).await;
     assert_eq!(s, 200);
     let names: Vec<&str> = v["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, vec![format!("{prefix}a"), format!("{prefix}b")]);

@@ -259,11 +259,8 @@ pub async fn remove_member(s: &AppState, caller: Uuid, cid: Uuid, user: Uuid) ->
     }
     if user != caller {
         let target = s.store.role(cid, user).await.map_err(db)?;
-        let allowed = match (actor, target) {
-            (Role::Owner, _) => true,
-            (Role::Admin, Some(Role::Member)) | (Role::Admin, None) => true,
-            _ => false,
-        };
+        let allowed =
+            matches!((actor, target), (Role::Owner, _) | (Role::Admin, Some(Role::Member)) | (Role::Admin, None));
         if !allowed {
             return Err(ApiError::forbidden("not allowed to remove this member"));
         }

@@ -35,6 +35,8 @@ pub struct Limits {
     pub trusted_proxies: Vec<IpAddr>,
     /// `AUTH_HASH_CONCURRENCY`: password hashes computed at once (each takes 19 MiB).
     pub hash_concurrency: usize,
+    /// `AUTH_KEY_RELOAD_SECS` (30): how soon a key rotation done elsewhere is picked up.
+    pub key_reload_secs: u64,
 }
 
 impl Limits {
@@ -58,6 +60,7 @@ impl Limits {
             register_window_secs: env_parse("CHAT_REGISTER_WINDOW_SECS", 3600)?,
             trusted_proxies,
             hash_concurrency: env_parse("AUTH_HASH_CONCURRENCY", 4)?,
+            key_reload_secs: env_parse("AUTH_KEY_RELOAD_SECS", 30)?,
         })
     }
 }

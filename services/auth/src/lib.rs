@@ -65,7 +65,7 @@ pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<Ap
 pub fn spawn_background(s: &AppState) {
     let s = s.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut tick = tokio::time::interval(Duration::from_secs(s.limits.key_reload_secs.max(1)));
         loop {
             tick.tick().await;
             if let Err(e) = s.keys.reload(&s.store, s.limits.access_ttl).await {
@@ -78,6 +78,15 @@ pub fn spawn_background(s: &AppState) {
             }
         }
     });
+}
+
+/// Key rotation (`chat-auth rotate-key`): a new signing key becomes active; the previous ones stay
+/// in the JWKS until every token they signed has expired. Running replicas switch within
+/// `AUTH_KEY_RELOAD_SECS`. Returns the new `kid`.
+pub async fn rotate_key(db: &chat_db::DbConfig) -> Result<String, Error> {
+    let db = Db::connect(db).await?;
+    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    keys::Keys::rotate(&store::Store::new(db)).await
 }
 
 pub fn public_router(s: &AppState) -> Router {

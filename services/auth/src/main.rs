@@ -15,6 +15,18 @@ async fn main() -> ExitCode {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
     chat_telemetry::init_tracing("chat-auth", chat_telemetry::LogFormat::from_env());
+    if std::env::args().nth(1).as_deref() == Some("rotate-key") {
+        return match chat_auth::rotate_key(&cfg.database).await {
+            Ok(kid) => {
+                println!("new signing key: {kid}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chat-auth rotate-key: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match chat_auth::run(cfg, chat_common::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

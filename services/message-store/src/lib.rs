@@ -75,6 +75,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
     let directory = Arc::new(directory::HttpDirectory::new(&auth));
     let state = build(&cfg.database, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);

@@ -141,6 +141,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
     let s = build(bus.clone(), verifier);
     let checks = vec![chat_common::ops::bus_check(bus)];
     let app = chat_common::server::public_layers(public_router(&s).merge(internal_router(&s)));

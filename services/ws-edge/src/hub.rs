@@ -268,6 +268,29 @@ impl Hub {
         }
     }
 
+    /// Closes (4001) every connection whose session the verifier now knows to be revoked; runs
+    /// whenever the verifier learned a revocation by a path other than this edge's bus events.
+    pub fn spawn_revocation_sweeper(self: &Arc<Self>) {
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(hub) = hub.upgrade() else { return };
+                let v = hub.verifier.revocation_version();
+                if v == seen {
+                    continue;
+                }
+                seen = v;
+                for c in hub.lock().conns.values() {
+                    if hub.verifier.is_revoked(c.session) {
+                        c.signal.close(close::TOKEN_REVOKED);
+                    }
+                }
+            }
+        });
+    }
+
     pub fn online_users(&self) -> Vec<Uuid> {
         self.lock().users.keys().copied().collect()
     }

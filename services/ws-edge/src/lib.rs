@@ -52,6 +52,7 @@ pub async fn build(
     .await;
     let hub = Hub::new(bus, subs, store, verifier, limits);
     tokio::spawn(hub.clone().dispatch(rx));
+    hub.spawn_revocation_sweeper();
     let edge = Edge { hub, edge_id: Arc::from(edge_id) };
     tokio::spawn(report_presence(edge.clone(), presence));
     edge
@@ -166,6 +167,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, Duration::from_secs(2));
     let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url));
     let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url));
     let edge = build(&cfg.edge_id, cfg.limits.clone(), bus.clone(), verifier, store, presence).await;

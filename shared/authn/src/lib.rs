@@ -68,6 +68,7 @@ pub struct Verifier {
     fetching: tokio::sync::Mutex<()>,
     // Revoked login sessions, kept until the latest expiry of their access tokens.
     revoked: RwLock<HashMap<Uuid, i64>>,
+    revocations: std::sync::atomic::AtomicU64,
     validation: Validation,
 }
 
@@ -83,6 +84,7 @@ impl Verifier {
             last_fetch: Mutex::default(),
             fetching: tokio::sync::Mutex::default(),
             revoked: RwLock::default(),
+            revocations: std::sync::atomic::AtomicU64::new(0),
             validation,
         })
     }
@@ -151,7 +153,9 @@ impl Verifier {
         let now = now_secs();
         let mut r = self.revoked.write().expect("revoked lock");
         r.retain(|_, exp| *exp >= now);
-        r.insert(sid, until);
+        if r.insert(sid, until).is_none() {
+            self.revocations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     pub fn is_revoked(&self, sid: Uuid) -> bool {
@@ -209,5 +213,45 @@ where
         let verifier = Arc::<Verifier>::from_ref(state);
         let claims = verifier.verify(token).await?;
         Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
+    }
+}
+
+/// The backup path for revocations: polls auth's `/internal/v1/revoked-sessions` every `every`, so a
+/// revocation published while the bus was down (or before this service started) still takes effect.
+pub fn spawn_revocation_poller(verifier: Arc<Verifier>, auth_base: &str, every: Duration) {
+    let url = format!("{}/internal/v1/revoked-sessions", auth_base.trim_end_matches('/'));
+    tokio::spawn(async move {
+        #[derive(Deserialize)]
+        struct Entry {
+            session_id: Uuid,
+            until: i64,
+        }
+        #[derive(Deserialize)]
+        struct List {
+            sessions: Vec<Entry>,
+        }
+        loop {
+            match verifier.http.get(&url).send().await {
+                Ok(r) if r.status().is_success() => {
+                    if let Ok(list) = r.json::<List>().await {
+                        for e in list.sessions {
+                            if !verifier.is_revoked(e.session_id) {
+                                verifier.revoke(e.session_id, e.until);
+                            }
+                        }
+                    }
+                }
+                Ok(r) => tracing::debug!(status = %r.status(), "revocation poll refused"),
+                Err(e) => tracing::debug!(error = %e, "revocation poll failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+impl Verifier {
+    /// Changes whenever a session is newly revoked (lets edges sweep connections only when needed).
+    pub fn revocation_version(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -79,6 +79,10 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+}
+
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("addr").to_string()
@@ -122,7 +126,7 @@ impl Proc {
 
 /// Polls `http://<admin>/readyz` until it answers 200 (panics after 30 s with the last answer).
 pub async fn wait_ready(name: &str, admin: &str) {
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut last = String::new();
     for _ in 0..300 {
         match http.get(format!("http://{admin}/readyz")).send().await {
@@ -155,11 +159,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Api {
-        Api { base: base.into(), routes: Vec::new(), http: reqwest::Client::new() }
+        Api { base: base.into(), routes: Vec::new(), http: http_client() }
     }
 
     pub fn routed(default: String, routes: Vec<(&'static str, String)>) -> Api {
-        Api { base: default, routes, http: reqwest::Client::new() }
+        Api { base: default, routes, http: http_client() }
     }
 
     fn base_for(&self, path: &str) -> &str {
@@ -236,10 +240,11 @@ impl Ws {
         self.stream.send(Message::Text(v.to_string().into())).await.expect("ws send");
     }
 
-    /// The next JSON frame within `timeout`; panics on timeout or close.
+    /// The next JSON frame within `timeout` (pings do not extend it); panics on timeout or close.
     pub async fn next(&mut self, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let m = tokio::time::timeout(timeout, self.stream.next())
+            let m = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("timed out waiting for a frame")
                 .expect("connection ended")
@@ -288,6 +293,7 @@ pub struct Cluster {
     pub presence: String,
     pub edges: Vec<String>,
     pub edge_admins: Vec<String>,
+    pub auth_schema: String,
     pub store_schema: String,
     pub procs: Vec<Proc>,
 }
@@ -314,7 +320,7 @@ impl Cluster {
                 ("AUTH_LISTEN", auth.clone()),
                 ("AUTH_ADMIN_LISTEN", auth_admin.clone()),
                 ("DATABASE_URL", pg.clone()),
-                ("DATABASE_SCHEMA", auth_schema),
+                ("DATABASE_SCHEMA", auth_schema.clone()),
             ]),
         ));
         wait_ready("chat-auth", &auth_admin).await;
@@ -354,7 +360,7 @@ impl Cluster {
         for ea in &edge_admins {
             wait_ready("chat-ws-edge", ea).await;
         }
-        Cluster { auth, store, presence, edges: edge_addrs, edge_admins, store_schema, procs }
+        Cluster { auth, store, presence, edges: edge_addrs, edge_admins, auth_schema, store_schema, procs }
     }
 
     /// The public API routed by path prefix, as the gateway routes it.
@@ -484,4 +490,62 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// A private redis-server on a free port, for tests that stop and restart the bus.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let mut r = RedisServer { port, child: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server not runnable ({e}); install it: apt-get install redis-server"));
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server (connections drop at once, nothing is kept).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs one SQL query against the test PostgreSQL and returns the first column of the first row.
+pub async fn pg_scalar(sql: String) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&pg_url()).await.expect("PostgreSQL");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.expect("query");
+    row.try_get::<i64, _>(0).expect("integer")
 }

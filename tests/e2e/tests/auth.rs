@@ -240,3 +240,38 @@ async fn login_throttling(t: &Target) {
     assert_eq!(s, 429);
 }
 both!(login_throttling, [("CHAT_LOGIN_MAX_FAILURES_PER_USER", "3")]);
+
+/// Key rotation: `chat-auth rotate-key` makes a new signing key active; tokens signed with the old
+/// key keep working until they expire, and every service accepts tokens of the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_keeps_old_tokens_valid() {
+    let redis = require_redis().await;
+    let c = Cluster::start(&redis, 1, &[("AUTH_KEY_RELOAD_SECS", "1".into())]).await;
+    let api = c.api();
+    let name = unique("rot");
+    let before = api.register(&name).await;
+    let kid = |t: &str| {
+        let h = B64.decode(t.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&h).unwrap()["kid"].as_str().unwrap().to_string()
+    };
+    let out = std::process::Command::new(binary("chat-auth"))
+        .arg("rotate-key")
+        .env("DATABASE_URL", pg_url())
+        .env("DATABASE_SCHEMA", &c.auth_schema)
+        .env("LOG_FORMAT", "pretty")
+        .output()
+        .expect("run rotate-key");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, v) = api.call("POST", "/v1/auth/login", None, reg(&name, "correct horse 1")).await;
+    let after = v["access_token"].as_str().unwrap().to_string();
+    assert_ne!(kid(&before.token), kid(&after), "new tokens use the new key");
+    let (_, jwks) = api.call("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both keys published");
+    for token in [&before.token, &after] {
+        assert_eq!(api.call("GET", "/v1/users/me", Some(token), None).await.0, 200);
+        assert_eq!(api.call("GET", "/v1/conversations", Some(token), None).await.0, 200);
+        let mut ws = Ws::connect(&c.edge_ws(0), token, "").await;
+        assert_eq!(ws.next(WAIT).await["type"], "hello");
+    }
+}

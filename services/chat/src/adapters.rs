@@ -11,7 +11,7 @@ pub struct LocalStore(pub chat_message_store::AppState);
 
 #[async_trait::async_trait]
 impl chat_ws_edge::upstream::MessageStore for LocalStore {
-    async fn user_conversations(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, ApiError> {
+    async fn user_conversations(&self, user: Uuid) -> Result<Vec<chat_protocol::internal::Membership>, ApiError> {
         chat_message_store::service::user_conversations(&self.0, user).await
     }
     async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {
@@ -37,8 +37,7 @@ impl chat_ws_edge::upstream::Presence for LocalPresence {
             full: r.full.clone(),
             heartbeat_ms: r.heartbeat_ms,
         };
-        chat_presence::apply_report(&self.0, edge, &report).await;
-        Ok(())
+        chat_presence::apply_report(&self.0, edge, &report).await.map_err(ApiError::unavailable)
     }
 }
 

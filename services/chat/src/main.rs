@@ -88,7 +88,12 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let verifier = auth.verifier.clone();
     let directory = Arc::new(adapters::LocalDirectory(auth.store.clone()));
     let store = chat_message_store::build(&cfg.db("messages"), bus.clone(), verifier.clone(), directory).await?;
-    let presence = chat_presence::build(bus.clone(), verifier.clone());
+    let presence_store = match &cfg.bus_url {
+        Some(u) if u.starts_with("redis") => Some(u.as_str()),
+        _ => None,
+    };
+    let presence_backend = chat_presence::Backend::connect(presence_store, "chat:presence").await?;
+    let presence = chat_presence::build(presence_backend, bus.clone(), verifier.clone());
     let edge_id = format!("chat-{}", uuid::Uuid::now_v7());
     let edge = chat_ws_edge::build(
         &edge_id,

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
 use chat_authn::AuthUser;
 use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult, path_uuid, validate};
+use chat_protocol::internal::UserConversations;
 use chat_protocol::{Conversation, Message, MessagePage, NewMessage};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -182,25 +183,12 @@ async fn read(
 
 // --- internal ---
 
-#[derive(Serialize, Deserialize)]
-pub struct ConversationSeq {
-    pub id: Uuid,
-    pub last_seq: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct UserConversations {
-    pub conversations: Vec<ConversationSeq>,
-}
-
 async fn user_conversations(
     State(s): State<AppState>,
     Path(uid): Path<String>,
 ) -> ApiResult<ApiJson<UserConversations>> {
-    let list = service::user_conversations(&s, path_uuid(&uid)?).await?;
-    Ok(ApiJson(UserConversations {
-        conversations: list.into_iter().map(|(id, last_seq)| ConversationSeq { id, last_seq }).collect(),
-    }))
+    let conversations = service::user_conversations(&s, path_uuid(&uid)?).await?;
+    Ok(ApiJson(UserConversations { conversations }))
 }
 
 #[derive(Serialize, Deserialize)]

@@ -162,7 +162,7 @@ pub async fn read(s: &AppState, caller: Uuid, cid: Uuid, seq: i64) -> ApiResult<
 }
 
 /// A user's conversations with their last seq (edges call this when a user connects).
-pub async fn user_conversations(s: &AppState, uid: Uuid) -> ApiResult<Vec<(Uuid, i64)>> {
+pub async fn user_conversations(s: &AppState, uid: Uuid) -> ApiResult<Vec<chat_protocol::internal::Membership>> {
     s.store.user_conversations(uid).await.map_err(db)
 }
 

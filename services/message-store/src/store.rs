@@ -3,6 +3,7 @@
 use crate::events::{self, OutboxEvent};
 use chat_db::{Backend, Db};
 use chat_protocol::frames::ConversationChange;
+use chat_protocol::internal::Membership;
 use chat_protocol::{Conversation, ConversationKind, Member, Message, Role, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Row, Transaction};
@@ -286,16 +287,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Every conversation of a user with its last seq (what an edge needs at connect).
-    pub async fn user_conversations(&self, uid: Uuid) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    /// Every conversation of a user with its last seq and members (what an edge needs at connect).
+    pub async fn user_conversations(&self, uid: Uuid) -> Result<Vec<Membership>, sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
         let rows = sqlx::query(
             "SELECT c.id, c.last_seq FROM members m JOIN conversations c ON c.id = m.conversation_id \
              WHERE m.user_id = $1",
         )
         .bind(uid.to_string())
-        .fetch_all(&self.db.pool)
+        .fetch_all(&mut *conn)
         .await?;
-        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("last_seq")?))).collect()
+        let mut out: Vec<Membership> = rows
+            .iter()
+            .map(|r| Ok(Membership { id: uuid_col(r, "id")?, last_seq: r.try_get("last_seq")?, members: Vec::new() }))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let index: std::collections::HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+        let rows = sqlx::query(
+            "SELECT o.conversation_id, o.user_id FROM members m JOIN members o ON o.conversation_id = m.conversation_id \
+             WHERE m.user_id = $1",
+        )
+        .bind(uid.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in &rows {
+            if let Some(i) = index.get(&uuid_col(r, "conversation_id")?) {
+                out[*i].members.push(uuid_col(r, "user_id")?);
+            }
+        }
+        Ok(out)
     }
 
     // --- messages ---

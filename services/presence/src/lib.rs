@@ -1,6 +1,7 @@
 //! The presence service: who is online across every ws-edge, `GET /v1/presence`, and online/offline
 //! transitions published on the bus for edges to fan out.
 
+pub mod redis_state;
 pub mod state;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use axum::routing::{get, post};
 use chat_authn::{AuthUser, KeySource, Verifier};
 use chat_bus::Bus;
 use chat_common::config::{ConfigError, env_opt, env_or};
+use chat_common::ops::ReadyCheck;
 use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult};
 use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
 use chat_protocol::frames::ServerEvent;
@@ -29,6 +31,11 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `AUTH_URL`: JWKS for verifying callers.
     pub auth_url: String,
+    /// `PRESENCE_STORE_URL`: `redis://…` (shared by replicas) or `memory://` (one replica only).
+    /// Defaults to `BUS_URL` when that is Redis, else memory.
+    pub store_url: Option<String>,
+    /// `PRESENCE_KEY_PREFIX` (`chat:presence`): Redis key prefix.
+    pub key_prefix: String,
 }
 
 impl Config {
@@ -38,13 +45,67 @@ impl Config {
             admin_listen: env_or("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083"),
             bus_url: env_opt("BUS_URL"),
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+            store_url: env_opt("PRESENCE_STORE_URL"),
+            key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
         })
+    }
+}
+
+/// Where presence state lives.
+#[derive(Clone)]
+pub enum Backend {
+    Memory(Arc<MemoryPresence>),
+    Redis(redis_state::RedisPresence),
+}
+
+impl Backend {
+    /// `redis://…` or anything else for memory.
+    pub async fn connect(url: Option<&str>, prefix: &str) -> Result<Backend, String> {
+        match url {
+            Some(u) if u.starts_with("redis") => {
+                Ok(Backend::Redis(redis_state::RedisPresence::connect(u, prefix).await.map_err(|e| e.to_string())?))
+            }
+            _ => Ok(Backend::Memory(Arc::default())),
+        }
+    }
+
+    async fn report(&self, edge: &str, r: &Report) -> Result<Vec<Transition>, String> {
+        // An edge counts as dead 1.5 heartbeats after its last report (it reports every half beat),
+        // so its users are offline within 2 heartbeat intervals of its death.
+        let ttl = Duration::from_millis(r.heartbeat_ms.max(1) * 3 / 2);
+        match self {
+            Backend::Memory(m) => Ok(m.report(edge, &r.online, &r.offline, r.full.as_deref(), ttl)),
+            Backend::Redis(x) => {
+                x.report(edge, &r.online, &r.offline, r.full.as_deref(), ttl).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn expire_edges(&self) -> Result<Vec<Transition>, String> {
+        match self {
+            Backend::Memory(m) => Ok(m.expire_edges()),
+            Backend::Redis(x) => x.expire_edges().await.map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn query(&self, users: &[Uuid]) -> Result<Vec<chat_protocol::PresenceEntry>, String> {
+        match self {
+            Backend::Memory(m) => Ok(m.query(users)),
+            Backend::Redis(x) => x.query(users).await.map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        match self {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(x) => x.ping().await,
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct AppState {
-    pub presence: Arc<MemoryPresence>,
+    pub presence: Backend,
     pub bus: Bus,
     pub verifier: Arc<Verifier>,
 }
@@ -55,23 +116,27 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-/// Builds the state and starts the dead-edge sweeper.
-pub fn build(bus: Bus, verifier: Arc<Verifier>) -> AppState {
-    let s = AppState { presence: Arc::new(MemoryPresence::default()), bus, verifier };
+/// Builds the state and starts the dead-edge sweeper (every replica runs one; the sweep is atomic).
+pub fn build(presence: Backend, bus: Bus, verifier: Arc<Verifier>) -> AppState {
+    let s = AppState { presence, bus, verifier };
     let sweeper = s.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            let t = sweeper.presence.expire_edges();
-            publish(&sweeper, t).await;
+            match sweeper.presence.expire_edges().await {
+                Ok(t) => publish(&sweeper, t).await,
+                Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            }
         }
     });
     s
 }
 
 async fn publish(s: &AppState, transitions: Vec<Transition>) {
-    metrics::gauge!("presence_online_users").set(s.presence.online_count() as f64);
+    if let Backend::Memory(m) = &s.presence {
+        metrics::gauge!("presence_online_users").set(m.online_count() as f64);
+    }
     for t in transitions {
         let mut h = EventHeader::new(EventKind::Presence);
         h.user_id = Some(t.user);
@@ -108,7 +173,8 @@ async fn query(
     if ids.is_empty() || ids.len() > 200 {
         return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
     }
-    Ok(ApiJson(PresenceList { presence: s.presence.query(&ids) }))
+    let presence = s.presence.query(&ids).await.map_err(ApiError::unavailable)?;
+    Ok(ApiJson(PresenceList { presence }))
 }
 
 /// An edge's batched report (see ws-edge `PresenceReport`).
@@ -123,17 +189,21 @@ pub struct Report {
     pub heartbeat_ms: u64,
 }
 
-async fn report(State(s): State<AppState>, Path(edge): Path<String>, ApiJson(r): ApiJson<Report>) -> StatusCode {
-    apply_report(&s, &edge, &r).await;
-    StatusCode::NO_CONTENT
+async fn report(
+    State(s): State<AppState>,
+    Path(edge): Path<String>,
+    ApiJson(r): ApiJson<Report>,
+) -> ApiResult<StatusCode> {
+    apply_report(&s, &edge, &r).await.map_err(ApiError::unavailable)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Applies an edge report and publishes the transitions (used by the route and the all-in-one).
-pub async fn apply_report(s: &AppState, edge: &str, r: &Report) {
+pub async fn apply_report(s: &AppState, edge: &str, r: &Report) -> Result<(), String> {
     metrics::counter!("presence_reports_total").increment(1);
-    let t =
-        s.presence.report(edge, &r.online, &r.offline, r.full.as_deref(), Duration::from_millis(r.heartbeat_ms.max(1)));
+    let t = s.presence.report(edge, r).await?;
     publish(s, t).await;
+    Ok(())
 }
 
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
@@ -142,8 +212,17 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
-    let s = build(bus.clone(), verifier);
-    let checks = vec![chat_common::ops::bus_check(bus)];
+    let store_url = cfg.store_url.clone().or_else(|| cfg.bus_url.clone().filter(|u| u.starts_with("redis")));
+    let backend = Backend::connect(store_url.as_deref(), &cfg.key_prefix).await.map_err(std::io::Error::other)?;
+    let s = build(backend.clone(), bus.clone(), verifier);
+    let checks = vec![
+        chat_common::ops::bus_check(bus),
+        ReadyCheck::new("presence-store", move || {
+            let b = backend.clone();
+            async move { b.ping().await }
+        }),
+        chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
+    ];
     let app = chat_common::server::public_layers(public_router(&s).merge(internal_router(&s)));
     chat_common::server::serve_service(
         &cfg.listen,

@@ -2,7 +2,9 @@
 //!
 //! A user is online while any live edge reports them. Edges report deltas in batches and their full
 //! list every heartbeat; an edge silent for two heartbeat intervals is dead and its users go offline.
-//! Every online/offline transition is returned exactly once, for publishing.
+//! Every online/offline transition is returned exactly once, for publishing. A user whose last
+//! connection closed is announced offline only after `GRACE` (by the sweeper) unless they came back
+//! meanwhile: a device switching edges or a page reload does not flicker offline and online.
 
 use chat_protocol::{PresenceEntry, PresenceStatus, Timestamp};
 use std::collections::{HashMap, HashSet};
@@ -20,11 +22,16 @@ pub struct Transition {
 struct EdgeState {
     users: HashSet<Uuid>,
     last_report: Instant,
-    heartbeat: Duration,
+    ttl: Duration,
 }
+
+/// How long a cleanly disconnected user stays "pending offline" before the transition is published.
+pub const GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct Inner {
+    /// Users whose last connection closed, with when: offline is announced after `GRACE`.
+    pending: HashMap<Uuid, Instant>,
     edges: HashMap<String, EdgeState>,
     /// For each online user, the edges holding them.
     online: HashMap<Uuid, HashSet<String>>,
@@ -40,20 +47,27 @@ pub struct MemoryPresence {
 impl Inner {
     fn add(&mut self, edge: &str, user: Uuid, out: &mut Vec<Transition>) {
         let edges = self.online.entry(user).or_default();
-        if edges.is_empty() {
+        // Back within the grace period: the offline was never announced, so neither is this.
+        if edges.is_empty() && self.pending.remove(&user).is_none() {
             out.push(Transition { user, online: true, at: Timestamp::now() });
         }
         edges.insert(edge.to_string());
     }
 
-    fn remove(&mut self, edge: &str, user: Uuid, out: &mut Vec<Transition>) {
+    /// `now`: announce at once (a dead edge) instead of after the grace period.
+    fn remove(&mut self, edge: &str, user: Uuid, now: bool, out: &mut Vec<Transition>) {
         if let Some(edges) = self.online.get_mut(&user) {
             edges.remove(edge);
             if edges.is_empty() {
                 self.online.remove(&user);
                 let at = Timestamp::now();
                 self.last_seen.insert(user, at);
-                out.push(Transition { user, online: false, at });
+                if now {
+                    self.pending.remove(&user);
+                    out.push(Transition { user, online: false, at });
+                } else {
+                    self.pending.insert(user, Instant::now());
+                }
             }
         }
     }
@@ -67,7 +81,7 @@ impl MemoryPresence {
         online: &[Uuid],
         offline: &[Uuid],
         full: Option<&[Uuid]>,
-        heartbeat: Duration,
+        ttl: Duration,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         let mut g = self.inner.lock().expect("presence lock");
@@ -80,14 +94,14 @@ impl MemoryPresence {
         }
         for u in offline {
             if users.remove(u) {
-                inner.remove(edge, *u, &mut out);
+                inner.remove(edge, *u, false, &mut out);
             }
         }
         if let Some(full) = full {
             let full: HashSet<Uuid> = full.iter().copied().collect();
             for u in users.difference(&full).copied().collect::<Vec<_>>() {
                 users.remove(&u);
-                inner.remove(edge, u, &mut out);
+                inner.remove(edge, u, false, &mut out);
             }
             for u in full {
                 if users.insert(u) {
@@ -95,26 +109,29 @@ impl MemoryPresence {
                 }
             }
         }
-        inner.edges.insert(edge.to_string(), EdgeState { users, last_report: Instant::now(), heartbeat });
+        inner.edges.insert(edge.to_string(), EdgeState { users, last_report: Instant::now(), ttl });
         out
     }
 
-    /// Drops edges silent for two heartbeat intervals; returns the transitions.
+    /// Announces offline users whose grace period ended, and drops edges silent for longer than
+    /// their ttl (their users go offline at once); returns the transitions.
     pub fn expire_edges(&self) -> Vec<Transition> {
         let mut out = Vec::new();
         let mut g = self.inner.lock().expect("presence lock");
         let inner = &mut *g;
-        let dead: Vec<String> = inner
-            .edges
-            .iter()
-            .filter(|(_, e)| e.last_report.elapsed() > e.heartbeat * 2)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let due: Vec<Uuid> = inner.pending.iter().filter(|(_, t)| t.elapsed() >= GRACE).map(|(u, _)| *u).collect();
+        for u in due {
+            inner.pending.remove(&u);
+            let at = inner.last_seen.get(&u).copied().unwrap_or_else(Timestamp::now);
+            out.push(Transition { user: u, online: false, at });
+        }
+        let dead: Vec<String> =
+            inner.edges.iter().filter(|(_, e)| e.last_report.elapsed() > e.ttl).map(|(k, _)| k.clone()).collect();
         for edge in dead {
             tracing::warn!(%edge, "edge missed two heartbeats; its users go offline");
             if let Some(e) = inner.edges.remove(&edge) {
                 for u in e.users {
-                    inner.remove(&edge, u, &mut out);
+                    inner.remove(&edge, u, true, &mut out);
                 }
             }
         }
@@ -162,5 +179,19 @@ mod tests {
         let q = p.query(&[u]);
         assert_eq!(q[0].status, PresenceStatus::Offline);
         assert!(q[0].last_seen_at.is_some());
+    }
+
+    #[test]
+    fn clean_close_is_announced_after_grace_unless_the_user_returns() {
+        let p = MemoryPresence::default();
+        let (v, w) = (Uuid::now_v7(), Uuid::now_v7());
+        let ttl = Duration::from_secs(60);
+        p.report("e1", &[v, w], &[], None, ttl);
+        p.report("e1", &[], &[v, w], None, ttl);
+        p.report("e2", &[v], &[], None, ttl);
+        assert!(p.expire_edges().is_empty(), "nothing before the grace period");
+        std::thread::sleep(GRACE);
+        let t = p.expire_edges();
+        assert_eq!(t, vec![Transition { user: w, online: false, at: t[0].at }], "v came back: no flicker");
     }
 }

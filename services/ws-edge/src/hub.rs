@@ -68,7 +68,10 @@ struct UserEntry {
 }
 
 struct ConvEntry {
+    /// Local users in the conversation.
     members: HashSet<Uuid>,
+    /// Everyone in it (for presence fan-out to users who share a conversation with the subject).
+    all_members: HashSet<Uuid>,
     last_seq: i64,
     /// Messages that arrived ahead of a gap, waiting for the gap to be filled.
     pending: BTreeMap<i64, Utf8Bytes>,
@@ -80,6 +83,8 @@ struct State {
     conns: HashMap<ConnId, ConnEntry>,
     users: HashMap<Uuid, UserEntry>,
     convs: HashMap<Uuid, ConvEntry>,
+    /// For every member of a followed conversation: which followed conversations they are in.
+    subjects: HashMap<Uuid, HashSet<Uuid>>,
     /// Presence changes not yet reported.
     went_online: Vec<Uuid>,
     went_offline: Vec<Uuid>,
@@ -146,7 +151,7 @@ impl Hub {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let new_topics = {
             let mut st = self.lock();
-            let State { conns, users, convs: cmap, went_online, .. } = &mut *st;
+            let State { conns, users, convs: cmap, subjects, went_online, .. } = &mut *st;
             conns.insert(id, ConnEntry { user, session, tx, signal: signal.clone(), hold: resume.then(Vec::new) });
             let mut new_topics = Vec::new();
             let entry = users.entry(user).or_insert_with(|| {
@@ -158,9 +163,9 @@ impl Hub {
                 }
             });
             entry.conns.push(id);
-            for (cid, last_seq) in convs {
-                if entry.conversations.insert(cid) {
-                    join(cmap, cid, user, last_seq, &mut new_topics);
+            for m in convs {
+                if entry.conversations.insert(m.id) {
+                    join(cmap, subjects, m.id, user, m.last_seq, &m.members, &mut new_topics);
                 }
             }
             new_topics
@@ -185,7 +190,7 @@ impl Hub {
     pub fn unregister(&self, id: ConnId) {
         let gone = {
             let mut st = self.lock();
-            let State { conns, users, convs, went_offline, .. } = &mut *st;
+            let State { conns, users, convs, subjects, went_offline, .. } = &mut *st;
             let Some(c) = conns.remove(&id) else { return };
             let mut gone = Vec::new();
             if let Some(u) = users.get_mut(&c.user) {
@@ -194,7 +199,7 @@ impl Hub {
                     let u = users.remove(&c.user).expect("present");
                     went_offline.push(c.user);
                     for cid in u.conversations {
-                        leave(convs, cid, c.user, &mut gone);
+                        leave(convs, subjects, cid, c.user, &mut gone);
                     }
                 }
             }
@@ -359,7 +364,24 @@ impl Hub {
                     }
                 }
             }
-            EventKind::Presence => {}
+            EventKind::Presence => {
+                let Some(subject) = h.user_id else { return };
+                let st = self.lock();
+                let Some(cids) = st.subjects.get(&subject) else { return };
+                let mut recipients: HashSet<Uuid> = HashSet::new();
+                for cid in cids {
+                    if let Some(conv) = st.convs.get(cid) {
+                        recipients.extend(conv.members.iter().filter(|u| **u != subject));
+                    }
+                }
+                for u in recipients {
+                    for c in st.users.get(&u).map(|u| u.conns.as_slice()).unwrap_or(&[]) {
+                        if let Some(c) = st.conns.get(c) {
+                            push(c, frame.clone(), false);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -469,15 +491,18 @@ impl Hub {
         let last_seq = h.seq.unwrap_or(0);
         let (new_topics, gone) = {
             let mut st = self.lock();
-            let State { conns, users, convs, .. } = &mut *st;
+            let State { conns, users, convs, subjects, .. } = &mut *st;
             let mut new_topics = Vec::new();
             let mut gone = Vec::new();
+            if let Some(conv) = convs.get_mut(&cid) {
+                set_all_members(conv, subjects, cid, &h.members);
+            }
             for u in &h.members {
                 let Some(entry) = users.get_mut(u) else {
                     continue;
                 };
                 if entry.conversations.insert(cid) {
-                    join(convs, cid, *u, last_seq, &mut new_topics);
+                    join(convs, subjects, cid, *u, last_seq, &h.members, &mut new_topics);
                 }
                 for c in &entry.conns {
                     if let Some(c) = conns.get(c) {
@@ -494,7 +519,7 @@ impl Hub {
                     }
                 }
                 if entry.conversations.remove(&cid) {
-                    leave(convs, cid, r, &mut gone);
+                    leave(convs, subjects, cid, r, &mut gone);
                 }
             }
             (new_topics, gone)
@@ -506,18 +531,59 @@ impl Hub {
     }
 }
 
-fn join(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, last_seq: i64, new_topics: &mut Vec<Uuid>) {
+fn join(
+    convs: &mut HashMap<Uuid, ConvEntry>,
+    subjects: &mut HashMap<Uuid, HashSet<Uuid>>,
+    cid: Uuid,
+    user: Uuid,
+    last_seq: i64,
+    all_members: &[Uuid],
+    new_topics: &mut Vec<Uuid>,
+) {
     let conv = convs.entry(cid).or_insert_with(|| {
         new_topics.push(cid);
-        ConvEntry { members: HashSet::new(), last_seq, pending: BTreeMap::new(), filling: false }
+        ConvEntry {
+            members: HashSet::new(),
+            all_members: HashSet::new(),
+            last_seq,
+            pending: BTreeMap::new(),
+            filling: false,
+        }
     });
+    if conv.all_members.is_empty() {
+        set_all_members(conv, subjects, cid, all_members);
+    }
     conv.members.insert(user);
 }
 
-fn leave(convs: &mut HashMap<Uuid, ConvEntry>, cid: Uuid, user: Uuid, gone: &mut Vec<Uuid>) {
+/// Replaces a followed conversation's member list, keeping the subject index in step.
+fn set_all_members(conv: &mut ConvEntry, subjects: &mut HashMap<Uuid, HashSet<Uuid>>, cid: Uuid, members: &[Uuid]) {
+    let new: HashSet<Uuid> = members.iter().copied().collect();
+    for gone in conv.all_members.difference(&new) {
+        if let Some(set) = subjects.get_mut(gone) {
+            set.remove(&cid);
+            if set.is_empty() {
+                subjects.remove(gone);
+            }
+        }
+    }
+    for added in new.difference(&conv.all_members) {
+        subjects.entry(*added).or_default().insert(cid);
+    }
+    conv.all_members = new;
+}
+
+fn leave(
+    convs: &mut HashMap<Uuid, ConvEntry>,
+    subjects: &mut HashMap<Uuid, HashSet<Uuid>>,
+    cid: Uuid,
+    user: Uuid,
+    gone: &mut Vec<Uuid>,
+) {
     if let Some(conv) = convs.get_mut(&cid) {
         conv.members.remove(&user);
         if conv.members.is_empty() {
+            set_all_members(conv, subjects, cid, &[]);
             convs.remove(&cid);
             gone.push(cid);
         }

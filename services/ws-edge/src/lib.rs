@@ -59,10 +59,11 @@ pub async fn build(
 }
 
 /// Reports presence changes in batches (every 100 ms at most: O(1) requests however many clients
-/// connect) and the full list of online users every heartbeat.
+/// connect) and the full list of online users every half heartbeat (the liveness signal; the first
+/// one, sent at start, also clears what a previous run with the same edge id left behind).
 async fn report_presence(edge: Edge, presence: Arc<dyn Presence>) {
-    let heartbeat = edge.hub.limits.heartbeat;
-    let heartbeat_ms = heartbeat.as_millis() as u64;
+    let heartbeat = edge.hub.limits.heartbeat / 2;
+    let heartbeat_ms = edge.hub.limits.heartbeat.as_millis() as u64;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_full = tokio::time::Instant::now() - heartbeat;
     let mut carry = PresenceReport { heartbeat_ms, ..Default::default() };

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use chat_common::ApiError;
+use chat_protocol::internal::{Membership, UserConversations};
 use chat_protocol::{Message, MessagePage};
 use serde::Deserialize;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use uuid::Uuid;
 
 #[async_trait::async_trait]
 pub trait MessageStore: Send + Sync {
-    /// The user's conversations with their last seq.
-    async fn user_conversations(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, ApiError>;
+    /// The user's conversations with their last seq and members.
+    async fn user_conversations(&self, user: Uuid) -> Result<Vec<Membership>, ApiError>;
     /// Stores a message (durable when this returns).
     async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError>;
     /// Messages after `after` (or the latest, when None), ascending; 404 if `user` is not a member.
@@ -80,27 +81,16 @@ impl HttpMessageStore {
     }
 }
 
-#[derive(Deserialize)]
-struct ConvSeq {
-    id: Uuid,
-    last_seq: i64,
-}
-
-#[derive(Deserialize)]
-struct UserConvs {
-    conversations: Vec<ConvSeq>,
-}
-
 #[async_trait::async_trait]
 impl MessageStore for HttpMessageStore {
-    async fn user_conversations(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, ApiError> {
+    async fn user_conversations(&self, user: Uuid) -> Result<Vec<Membership>, ApiError> {
         let url = format!("{}/internal/v1/users/{user}/conversations", self.base);
         let resp = self.http.get(url).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
-        let list: UserConvs = resp.json().await.map_err(unreachable)?;
-        Ok(list.conversations.into_iter().map(|c| (c.id, c.last_seq)).collect())
+        let list: UserConversations = resp.json().await.map_err(unreachable)?;
+        Ok(list.conversations)
     }
 
     async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {

@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod frames;
+pub mod internal;
 pub mod time;
 pub mod types;
 

@@ -112,6 +112,12 @@ impl Proc {
         self.child.id()
     }
 
+    /// SIGKILL: the process dies without closing anything.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
@@ -296,6 +302,8 @@ pub struct Cluster {
     pub auth_schema: String,
     pub store_schema: String,
     pub procs: Vec<Proc>,
+    pub edge_procs: Vec<Option<Proc>>,
+    edge_envs: Vec<Vec<(&'static str, String)>>,
 }
 
 impl Cluster {
@@ -336,31 +344,47 @@ impl Cluster {
         ));
         procs.push(Proc::spawn(
             "chat-presence",
-            &common(vec![("PRESENCE_LISTEN", presence.clone()), ("PRESENCE_ADMIN_LISTEN", presence_admin.clone())]),
+            &common(vec![
+                ("PRESENCE_LISTEN", presence.clone()),
+                ("PRESENCE_ADMIN_LISTEN", presence_admin.clone()),
+                ("PRESENCE_KEY_PREFIX", format!("{id}:presence")),
+            ]),
         ));
         wait_ready("chat-message-store", &store_admin).await;
         wait_ready("chat-presence", &presence_admin).await;
         let mut edge_addrs = Vec::new();
         let mut edge_admins = Vec::new();
+        let mut edge_envs = Vec::new();
+        let mut edge_procs = Vec::new();
         for i in 0..edges {
             let (e, ea) = (free_addr(), free_addr());
-            procs.push(Proc::spawn(
-                "chat-ws-edge",
-                &common(vec![
-                    ("WS_EDGE_LISTEN", e.clone()),
-                    ("WS_EDGE_ADMIN_LISTEN", ea.clone()),
-                    ("WS_EDGE_ID", format!("{id}-edge{i}")),
-                    ("MESSAGE_STORE_URL", format!("http://{store}")),
-                    ("PRESENCE_URL", format!("http://{presence}")),
-                ]),
-            ));
+            let env = common(vec![
+                ("WS_EDGE_LISTEN", e.clone()),
+                ("WS_EDGE_ADMIN_LISTEN", ea.clone()),
+                ("WS_EDGE_ID", format!("{id}-edge{i}")),
+                ("MESSAGE_STORE_URL", format!("http://{store}")),
+                ("PRESENCE_URL", format!("http://{presence}")),
+            ]);
+            edge_procs.push(Some(Proc::spawn("chat-ws-edge", &env)));
+            edge_envs.push(env);
             edge_addrs.push(e);
             edge_admins.push(ea);
         }
         for ea in &edge_admins {
             wait_ready("chat-ws-edge", ea).await;
         }
-        Cluster { auth, store, presence, edges: edge_addrs, edge_admins, auth_schema, store_schema, procs }
+        Cluster {
+            auth,
+            store,
+            presence,
+            edges: edge_addrs,
+            edge_admins,
+            auth_schema,
+            store_schema,
+            procs,
+            edge_procs,
+            edge_envs,
+        }
     }
 
     /// The public API routed by path prefix, as the gateway routes it.
@@ -382,6 +406,17 @@ impl Cluster {
     pub fn store_api(&self) -> Api {
         Api::new(format!("http://{}", self.store))
     }
+    /// Takes edge `i`'s process (to kill or terminate it).
+    pub fn take_edge(&mut self, i: usize) -> Proc {
+        self.edge_procs[i].take().expect("edge running")
+    }
+
+    /// Starts edge `i` again with the same identity and address.
+    pub async fn restart_edge(&mut self, i: usize) {
+        self.edge_procs[i] = Some(Proc::spawn("chat-ws-edge", &self.edge_envs[i]));
+        wait_ready("chat-ws-edge", &self.edge_admins[i]).await;
+    }
+
     pub fn edge_ws(&self, i: usize) -> String {
         format!("ws://{}", self.edges[i])
     }

@@ -1,0 +1,116 @@
+//! Presence across edges: transitions only, to users who share a conversation, surviving edge
+//! crashes and restarts (microservices on Redis; the fan-out also against the all-in-one binary).
+
+use chat_e2e::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn presence_of<'a>(user: &'a TestUser) -> impl Fn(&Value) -> bool + 'a {
+    move |v: &Value| v["type"] == "presence" && v["user_id"] == user.id.to_string()
+}
+
+/// Collects presence events about `user` for `d`.
+async fn presence_events(ws: &mut Ws, user: &TestUser, d: Duration) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + d;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut ws.stream)).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if presence_of(user)(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+async fn fan_out_to_contacts_only(t: &Target) {
+    let api = t.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    let c = api.register(&unique("c")).await;
+    api.direct(&a, &b).await;
+    let mut wb = Ws::connect(&t.ws(1), &b.token, "").await;
+    let mut wc = Ws::connect(&t.ws(1), &c.token, "").await;
+    wb.next(WAIT).await;
+    wc.next(WAIT).await;
+    let mut a1 = Ws::connect(&t.ws(0), &a.token, "").await;
+    a1.next(WAIT).await;
+    let on = wb.wait_for(WAIT, presence_of(&a)).await;
+    assert_eq!((on["status"].as_str(), on["last_seen_at"].clone()), (Some("online"), Value::Null));
+    // A second device: no event.
+    let mut a2 = Ws::connect(&t.ws(1), &a.token, "").await;
+    a2.next(WAIT).await;
+    a1.stream.close(None).await.ok();
+    drop(a1);
+    assert!(presence_events(&mut wb, &a, Duration::from_millis(800)).await.is_empty(), "still online on one device");
+    a2.stream.close(None).await.ok();
+    drop(a2);
+    let off = wb.wait_for(Duration::from_secs(3), presence_of(&a)).await;
+    assert_eq!(off["status"], "offline");
+    assert!(off["last_seen_at"].is_string());
+    assert!(presence_events(&mut wc, &a, Duration::from_millis(300)).await.is_empty(), "c shares nothing with a");
+}
+both!(fan_out_to_contacts_only);
+
+/// An edge killed with its connections open: its users go offline within two heartbeat intervals,
+/// with exactly one offline event; a restart with the same identity clears stale sessions at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_crash_and_restart() {
+    let redis = require_redis().await;
+    let hb = 1000u64;
+    let mut c = Cluster::start(&redis, 2, &[("CHAT_HEARTBEAT_INTERVAL_MS", hb.to_string())]).await;
+    let api = c.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    api.direct(&a, &b).await;
+    let mut wb = Ws::connect(&c.edge_ws(1), &b.token, "").await;
+    wb.next(WAIT).await;
+    let mut wa = Ws::connect(&c.edge_ws(0), &a.token, "").await;
+    wa.next(WAIT).await;
+    wb.wait_for(WAIT, presence_of(&a)).await;
+    let killed = Instant::now();
+    c.take_edge(0).kill().await;
+    let off = wb.wait_for(Duration::from_secs(5), presence_of(&a)).await;
+    let took = killed.elapsed();
+    assert_eq!(off["status"], "offline");
+    assert!(took <= Duration::from_millis(2 * hb + 300), "offline after {took:?}, heartbeat {hb} ms");
+    assert!(presence_events(&mut wb, &a, Duration::from_millis(1500)).await.is_empty(), "exactly one offline event");
+    println!("edge kill: a offline after {} ms (heartbeat {hb} ms)", took.as_millis());
+    drop(wa);
+}
+
+/// With a long heartbeat, only the restart (same edge id) can clear a dead edge's sessions quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_restart_with_same_identity_clears_stale_sessions() {
+    let redis = require_redis().await;
+    let mut c = Cluster::start(&redis, 1, &[("CHAT_HEARTBEAT_INTERVAL_MS", "30000".to_string())]).await;
+    let api = c.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    let mut wa = Ws::connect(&c.edge_ws(0), &a.token, "").await;
+    wa.next(WAIT).await;
+    let q = format!("/v1/presence?user_ids={}", a.id);
+    let status = |v: Value| v["presence"][0]["status"].as_str().unwrap_or_default().to_string();
+    let mut online = false;
+    for _ in 0..40 {
+        if status(api.call("GET", &q, Some(&b.token), None).await.1) == "online" {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(online);
+    c.take_edge(0).kill().await;
+    drop(wa);
+    c.restart_edge(0).await;
+    let mut offline = false;
+    for _ in 0..40 {
+        if status(api.call("GET", &q, Some(&b.token), None).await.1) == "offline" {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offline, "the restarted edge cleared its stale sessions (ttl would take 45 s)");
+}

@@ -1,11 +1,12 @@
 //! The event bus: publish bytes to a topic; subscribe a stream to a changing set of topics.
 //!
-//! Backends are sibling modules chosen by URL: `memory://` (in-process, the all-in-one default) and
-//! `redis://` (pub/sub, reconnecting). Delivery is at-most-once per backend, in order per topic from one
+//! Backends are sibling modules chosen by URL: `memory://` (in-process, the all-in-one default),
+//! `redis://` (pub/sub, reconnecting) and `nats://` (the scale-out alternative). Delivery is at-most-once per backend, in order per topic from one
 //! publisher; consumers that need more (ws-edge) detect gaps by seq and are told after every reconnect
 //! (`Delivery::Resubscribed`) so they can fetch what they may have missed.
 
 mod memory;
+mod nats_bus;
 mod redis_bus;
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 pub enum BusError {
     #[error("bus unavailable: {0}")]
     Unavailable(String),
-    #[error("unsupported bus URL {0:?} (expected memory:// or redis://)")]
+    #[error("unsupported bus URL {0:?} (expected memory://, redis:// or nats://)")]
     BadUrl(String),
 }
 
@@ -38,6 +39,7 @@ pub enum Delivery {
 pub enum Bus {
     Memory(memory::MemoryBus),
     Redis(redis_bus::RedisBus),
+    Nats(nats_bus::NatsBus),
 }
 
 /// Bound on one publish: past it the caller (the outbox) keeps the event and retries later.
@@ -52,6 +54,9 @@ impl Bus {
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
                 Ok(Bus::Redis(redis_bus::RedisBus::new(u)?))
             }
+            Some(u) if u.starts_with("nats://") || u.starts_with("tls://") => {
+                Ok(Bus::Nats(nats_bus::NatsBus::connect(u).await?))
+            }
             Some(u) => Err(BusError::BadUrl(u.to_string())),
         }
     }
@@ -60,6 +65,7 @@ impl Bus {
         match self {
             Bus::Memory(_) => "memory",
             Bus::Redis(_) => "redis",
+            Bus::Nats(_) => "nats",
         }
     }
 
@@ -67,6 +73,7 @@ impl Bus {
         let r = match self {
             Bus::Memory(m) => m.publish(topic, payload).await,
             Bus::Redis(r) => r.publish(topic, payload).await,
+            Bus::Nats(n) => n.publish(topic, payload).await,
         };
         match &r {
             Ok(()) => metrics::counter!("bus_published_total").increment(1),
@@ -80,6 +87,7 @@ impl Bus {
         match self {
             Bus::Memory(_) => Ok(()),
             Bus::Redis(r) => r.ping().await,
+            Bus::Nats(n) => n.ping().await,
         }
     }
 
@@ -89,6 +97,7 @@ impl Bus {
         let subs = match self {
             Bus::Memory(m) => Subscriptions::Memory(m.subscriber(tx)),
             Bus::Redis(r) => Subscriptions::Redis(r.subscriber(tx)),
+            Bus::Nats(n) => Subscriptions::Nats(n.subscriber(tx)),
         };
         (subs, rx)
     }
@@ -100,6 +109,7 @@ impl Bus {
 pub enum Subscriptions {
     Memory(memory::MemorySubscriptions),
     Redis(redis_bus::RedisSubscriptions),
+    Nats(nats_bus::NatsSubscriptions),
 }
 
 pub(crate) enum Control {
@@ -114,6 +124,7 @@ impl Subscriptions {
         match self {
             Subscriptions::Memory(m) => m.subscribe(topics),
             Subscriptions::Redis(r) => r.subscribe(topics).await,
+            Subscriptions::Nats(n) => n.subscribe(topics).await,
         }
     }
 
@@ -121,6 +132,7 @@ impl Subscriptions {
         match self {
             Subscriptions::Memory(m) => m.unsubscribe(topics),
             Subscriptions::Redis(r) => r.unsubscribe(topics),
+            Subscriptions::Nats(n) => n.unsubscribe(topics),
         }
     }
 }

@@ -527,30 +527,54 @@ macro_rules! both {
     };
 }
 
-/// A private redis-server on a free port, for tests that stop and restart the bus.
-pub struct RedisServer {
+/// A private broker (redis-server or nats-server) on a free port, for tests that stop and restart the bus.
+pub struct BrokerServer {
+    pub kind: &'static str,
     pub port: u16,
+    dir: tempdir::Dir,
     child: Option<std::process::Child>,
 }
 
-impl RedisServer {
-    pub fn start() -> RedisServer {
+/// The old name, for Redis-only tests.
+pub type RedisServer = BrokerServer;
+
+impl BrokerServer {
+    pub fn start() -> BrokerServer {
+        Self::start_kind("redis")
+    }
+
+    pub fn start_kind(kind: &'static str) -> BrokerServer {
         let port = free_addr().rsplit(':').next().unwrap().parse().unwrap();
-        let mut r = RedisServer { port, child: None };
+        let mut r = BrokerServer { kind, port, dir: tempdir::Dir::new("broker"), child: None };
         r.restart();
         r
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.kind, self.port)
     }
 
     pub fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("redis-server not runnable ({e}); install it: apt-get install redis-server"));
+        let port = self.port.to_string();
+        let child = if self.kind == "redis" {
+            std::process::Command::new("redis-server")
+                .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("redis-server not runnable ({e}); install it: apt-get install redis-server"))
+        } else {
+            let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
+                "/usr/sbin/nats-server"
+            } else {
+                "nats-server"
+            };
+            std::process::Command::new(bin)
+                .args(["-a", "127.0.0.1", "-p", &port, "-sd", &self.dir.0.display().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("nats-server not runnable ({e}); install it: apt-get install nats-server"))
+        };
         self.child = Some(child);
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -558,7 +582,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        panic!("{} did not start on port {}", self.kind, self.port);
     }
 
     /// Kills the server (connections drop at once, nothing is kept).
@@ -570,10 +594,25 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
+impl Drop for BrokerServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+pub fn nats_url() -> String {
+    std::env::var("CHAT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub async fn require_nats() -> String {
+    let url = nats_url();
+    require_server(
+        "NATS",
+        &url,
+        "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server",
+    )
+    .await;
+    url
 }
 
 /// Runs one SQL query against the test PostgreSQL and returns the first column of the first row.

@@ -7,8 +7,17 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_loses_nothing_and_keeps_order() {
+    bus_restart_loses_nothing_and_keeps_order("redis").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_loses_nothing_and_keeps_order() {
+    bus_restart_loses_nothing_and_keeps_order("nats").await
+}
+
+async fn bus_restart_loses_nothing_and_keeps_order(kind: &'static str) {
     require_postgres().await;
-    let mut redis = RedisServer::start();
+    let mut redis = BrokerServer::start_kind(kind);
     let c = Cluster::start(&redis.url(), 2, &[]).await;
     let api = c.api();
     let a = api.register(&unique("a")).await;
@@ -73,5 +82,5 @@ async fn redis_restart_loses_nothing_and_keeps_order() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(drained, "the outbox is published once the bus is back");
-    println!("redis restart: sent={sent} delivered_a={sent} delivered_b={sent} lost=0 duplicated=0 reordered=0");
+    println!("{kind} restart: sent={sent} delivered_a={sent} delivered_b={sent} lost=0 duplicated=0 reordered=0");
 }

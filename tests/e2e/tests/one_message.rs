@@ -8,7 +8,18 @@ use sqlx::Row;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_crosses_two_edges_over_redis_and_lands_in_postgres() {
     let redis = require_redis().await;
-    let c = Cluster::start(&redis, 2, &[]).await;
+    message_crosses_two_edges(&redis).await
+}
+
+/// The same over NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_crosses_two_edges_over_nats_and_lands_in_postgres() {
+    let nats = require_nats().await;
+    message_crosses_two_edges(&nats).await
+}
+
+async fn message_crosses_two_edges(bus_url: &str) {
+    let c = Cluster::start(bus_url, 2, &[]).await;
     let auth = c.auth_api();
     let a = auth.register(&unique("alice")).await;
     let b = auth.register(&unique("bob")).await;

@@ -1,0 +1,151 @@
+//! NATS bus: one client connection (reconnecting; the client restores subscriptions by itself),
+//! publishes confirmed with a flush, and a forwarding task per subscribed subject.
+
+use crate::{BusError, Control, Delivery, PUBLISH_TIMEOUT};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    /// Fires after every reconnect, so each subscription stream can report `Resubscribed`.
+    reconnected: broadcast::Sender<()>,
+}
+
+impl NatsBus {
+    pub(crate) async fn connect(url: &str) -> Result<Self, BusError> {
+        let (reconnected, _) = broadcast::channel(16);
+        let tx = reconnected.clone();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            let _ = tx.send(());
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("nats bus disconnected; reconnecting");
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(NatsBus { client, reconnected })
+    }
+
+    pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
+        let client = self.client.clone();
+        let subject = topic.to_string();
+        let r = tokio::time::timeout(PUBLISH_TIMEOUT, async move {
+            client.publish(subject, payload).await.map_err(|e| e.to_string())?;
+            // The flush returns once the server has everything sent so far: the outbox may delete.
+            client.flush().await.map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(e)),
+            Err(_) => Err(BusError::Unavailable("publish timed out".into())),
+        }
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(BusError::Unavailable(format!("nats {other:?}"))),
+        }
+    }
+
+    pub(crate) fn subscriber(&self, tx: mpsc::Sender<Delivery>) -> NatsSubscriptions {
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(self.client.clone(), self.reconnected.subscribe(), ctl_rx, tx));
+        NatsSubscriptions { ctl: ctl_tx }
+    }
+}
+
+#[derive(Clone)]
+pub struct NatsSubscriptions {
+    ctl: mpsc::UnboundedSender<Control>,
+}
+
+impl NatsSubscriptions {
+    pub(crate) async fn subscribe(&self, topics: Vec<String>) {
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Control::Subscribe(topics, tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+    pub(crate) fn unsubscribe(&self, topics: Vec<String>) {
+        let _ = self.ctl.send(Control::Unsubscribe(topics));
+    }
+}
+
+/// Owns the subscriptions of one stream; each subject's messages are forwarded by a small task
+/// (dropping it unsubscribes). Ends when every `NatsSubscriptions` clone is gone.
+async fn run(
+    client: async_nats::Client,
+    mut reconnected: broadcast::Receiver<()>,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    out: mpsc::Sender<Delivery>,
+) {
+    let mut subs: HashMap<String, AbortHandle> = HashMap::new();
+    loop {
+        tokio::select! {
+            c = ctl.recv() => match c {
+                None => break,
+                Some(Control::Subscribe(topics, ack)) => {
+                    for t in topics {
+                        if subs.contains_key(&t) {
+                            continue;
+                        }
+                        match client.subscribe(t.clone()).await {
+                            Ok(mut s) => {
+                                let out = out.clone();
+                                let topic: Arc<str> = Arc::from(t.as_str());
+                                let h = tokio::spawn(async move {
+                                    while let Some(m) = s.next().await {
+                                        metrics::counter!("bus_received_total").increment(1);
+                                        let d = Delivery::Message { topic: topic.clone(), payload: m.payload };
+                                        if out.send(d).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                });
+                                subs.insert(t, h.abort_handle());
+                            }
+                            Err(e) => tracing::warn!(topic = %t, error = %e, "nats subscribe failed"),
+                        }
+                    }
+                    let _ = ack.send(());
+                }
+                Some(Control::Unsubscribe(topics)) => {
+                    for t in topics {
+                        if let Some(h) = subs.remove(&t) {
+                            h.abort();
+                        }
+                    }
+                }
+            },
+            r = reconnected.recv() => {
+                if r.is_ok() {
+                    metrics::counter!("bus_reconnects_total").increment(1);
+                    if out.send(Delivery::Resubscribed).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for (_, h) in subs {
+        h.abort();
+    }
+}

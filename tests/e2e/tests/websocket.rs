@@ -188,7 +188,7 @@ async fn sync_replay_truncation_and_resume(t: &Target) {
     wa.wait_for(WAIT, |v| v["type"] == "pong").await;
     // Nothing live arrives before the sync (a ping round trip proves the connection is served).
     wb.send(json!({"type": "ping", "id": "p0"})).await;
-    let first = wb.next(WAIT).await;
+    let first = wb.wait_for(WAIT, |v| v["type"] != "presence").await;
     assert_eq!(first["type"], "pong", "no live message before sync: {first}");
     wb.send(json!({"type": "sync", "id": "y2", "positions": {cid.to_string(): 4}})).await;
     wa.send(json!({"type": "send", "id": "s7", "conversation_id": cid, "body": "m7"})).await;

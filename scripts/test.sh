@@ -36,38 +36,68 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# Each server: use the standard port if it answers; else try the system service; else run a private
+# one from the local binaries on a free port in a temporary directory, and point the tests at it.
+RUN_DIR="${TMPDIR:-/tmp}/chat-test-servers"
+mkdir -p "$RUN_DIR"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
 ensure_postgres() {
   if port_open 5432; then return 0; fi
-  log "PostgreSQL is down: starting it"
-  if ! ls /etc/postgresql >/dev/null 2>&1; then apt_install postgresql; fi
-  local v
-  v=$(ls /etc/postgresql | head -n 1)
-  pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
-  if ! wait_port 5432; then
-    echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2
-    return 1
+  log "PostgreSQL is not answering on 5432"
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
+  if ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    if wait_port 5432; then
+      runuser -u postgres -- psql -qtAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1 \
+        || runuser -u postgres -- createdb test
+      return 0
+    fi
   fi
-  # Tests use trust auth as user postgres on database "test".
-  runuser -u postgres -- psql -qtAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1 \
-    || runuser -u postgres -- createdb test
+  local bin port dir
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  port=$(free_port)
+  dir="$RUN_DIR/pg-$port"
+  log "starting a private PostgreSQL on port $port in $dir"
+  mkdir -p "$dir/data" "$dir/sock"
+  chown -R postgres "$dir"
+  runuser -u postgres -- "$bin/initdb" -D "$dir/data" --auth=trust -E UTF8 -U postgres >/dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start \
+    -o "-p $port -k $dir/sock -c listen_addresses=127.0.0.1" >/dev/null
+  runuser -u postgres -- "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres test
+  export CHAT_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/test"
 }
 
 ensure_redis() {
   if port_open 6379; then return 0; fi
-  log "Redis is down: starting it"
   have redis-server || apt_install redis-server
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-  wait_port 6379 || { echo "Redis did not come up on 127.0.0.1:6379" >&2; return 1; }
+  log "Redis is not answering on 6379: starting it"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+  if wait_port 6379; then return 0; fi
+  local port
+  port=$(free_port)
+  log "starting a private Redis on port $port"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no --dir "$RUN_DIR"
+  wait_port "$port" || { echo "Redis did not come up" >&2; return 1; }
+  export CHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
 }
 
 ensure_nats() {
   if port_open 4222; then return 0; fi
-  log "NATS is down: starting it"
   [ -x /usr/sbin/nats-server ] || apt_install nats-server
+  log "NATS is not answering on 4222: starting it"
   mkdir -p /var/lib/nats-server
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
-    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server
-  wait_port 4222 || { echo "NATS did not come up on 127.0.0.1:4222" >&2; return 1; }
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
+  if wait_port 4222; then return 0; fi
+  local port
+  port=$(free_port)
+  log "starting a private NATS on port $port"
+  mkdir -p "$RUN_DIR/nats-$port"
+  nohup /usr/sbin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$RUN_DIR/nats-$port" >"$RUN_DIR/nats-$port.log" 2>&1 &
+  wait_port "$port" || { echo "NATS did not come up" >&2; return 1; }
+  export CHAT_TEST_NATS_URL="nats://127.0.0.1:$port"
 }
 
 ensure_postgres

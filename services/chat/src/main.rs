@@ -117,13 +117,14 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         chat_common::server::shutdown_signal().await;
         edge.drain().await;
     };
-    chat_common::server::serve_service(
+    chat_common::server::serve_service_tuned(
         &cfg.listen,
         "CHAT_LISTEN",
         app,
         &cfg.admin_listen,
         "CHAT_ADMIN_LISTEN",
         checks,
+        Some(cfg.edge.socket_send_buffer).filter(|n| *n > 0),
         shutdown,
     )
     .await?;

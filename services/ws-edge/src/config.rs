@@ -28,10 +28,14 @@ pub struct Limits {
     /// `CHAT_SEND_RATE_PER_SEC` (20) and `CHAT_SEND_BURST` (40): per-user send rate.
     pub send_rate: f64,
     pub send_burst: f64,
-    /// `CHAT_OUTBOUND_QUEUE` (256): frames queued per connection before it counts as a slow reader.
+    /// `CHAT_OUTBOUND_QUEUE` (1024): frames queued per connection before it counts as a slow reader.
+    /// Above the largest burst the edge itself produces (a relay batch of 256, a gap fill of 200);
+    /// the channel allocates lazily, so an idle connection does not pay for the capacity.
     pub outbound_queue: usize,
     /// `CHAT_DRAIN_WINDOW_MS` (10000): how long a drain spreads its 1012 closes over.
     pub drain_window: Duration,
+    /// `CHAT_SOCKET_SEND_BUFFER` (65536): kernel send buffer per connection, bytes (0 = kernel default).
+    pub socket_send_buffer: usize,
 }
 
 impl Limits {
@@ -40,8 +44,9 @@ impl Limits {
             heartbeat: Duration::from_millis(env_parse("CHAT_HEARTBEAT_INTERVAL_MS", 15_000)?),
             send_rate: env_parse("CHAT_SEND_RATE_PER_SEC", 20.0)?,
             send_burst: env_parse("CHAT_SEND_BURST", 40.0)?,
-            outbound_queue: env_parse("CHAT_OUTBOUND_QUEUE", 256)?,
+            outbound_queue: env_parse("CHAT_OUTBOUND_QUEUE", 1024)?,
             drain_window: Duration::from_millis(env_parse("CHAT_DRAIN_WINDOW_MS", 10_000)?),
+            socket_send_buffer: env_parse("CHAT_SOCKET_SEND_BUFFER", 64 * 1024)?,
         })
     }
 }

@@ -69,8 +69,13 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
     conn.read_loop(stream, &signal, epoch, &last_pong).await;
     drop(conn);
     hub.unregister(id);
-    // The writer ends once the hub dropped the queue's sender and the queue is drained, or on a close.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer ends once the hub dropped the queue's sender and the queue is drained, or on a
+    // close. A peer that stopped reading can block it forever (zero window): then it is aborted,
+    // which drops the socket.
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 // The reader's own handle on the outbound queue, for replies (acks keep their order with events).
@@ -128,9 +133,10 @@ async fn write_loop(
             _ => "",
         };
         metrics::counter!("ws_closes_total", "code" => code.to_string()).increment(1);
-        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+        let close = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() })));
+        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
 struct Conn {

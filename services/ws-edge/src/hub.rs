@@ -628,9 +628,14 @@ fn deliver_in_order(
     }
 }
 
-/// Queues a frame without waiting. A full queue drops an inessential frame (typing, presence) and
-/// closes the connection (4009) for an essential one: the client must reconnect and `sync`.
+/// Queues a frame without waiting. Inessential frames (typing, presence) are dropped once the queue
+/// is three quarters full, keeping room for messages; an essential frame that finds the queue full
+/// closes the connection (4009): the client must reconnect and `sync`.
 fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
+    if !essential && c.tx.capacity() * 4 < c.tx.max_capacity() {
+        metrics::counter!("ws_frames_dropped_total").increment(1);
+        return;
+    }
     match c.tx.try_send(frame) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => {

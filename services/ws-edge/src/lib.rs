@@ -186,13 +186,14 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         drain_edge.drain().await;
     };
     let app = chat_common::server::public_layers(router(edge));
-    chat_common::server::serve_service(
+    chat_common::server::serve_service_tuned(
         &cfg.listen,
         "WS_EDGE_LISTEN",
         app,
         &cfg.admin_listen,
         "WS_EDGE_ADMIN_LISTEN",
         checks,
+        Some(cfg.limits.socket_send_buffer).filter(|n| *n > 0),
         shutdown,
     )
     .await

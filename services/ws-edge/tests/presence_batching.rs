@@ -52,6 +52,7 @@ async fn ten_thousand_sessions_are_reported_in_batches() {
         send_burst: 40.0,
         outbound_queue: 16,
         drain_window: Duration::from_millis(100),
+        socket_send_buffer: 0,
     };
     let verifier = Verifier::new(KeySource::Url("http://127.0.0.1:9/unused".into()));
     let edge =

@@ -13,9 +13,10 @@ fn topic(name: &str) -> String {
     format!("test.{}.{name}", uuid::Uuid::new_v4().simple())
 }
 
-async fn reachable(what: &str, port: u16, how: &str) {
-    if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        panic!("{what} is not reachable on 127.0.0.1:{port}. Start it with: {how} (or run scripts/test.sh)");
+async fn reachable(what: &str, url: &str, how: &str) {
+    let addr = url.split("://").nth(1).unwrap_or(url).trim_end_matches('/');
+    if tokio::net::TcpStream::connect(addr).await.is_err() {
+        panic!("{what} is not reachable at {addr}. Start it with: {how} (or run scripts/test.sh, which starts it)");
     }
 }
 
@@ -23,12 +24,14 @@ async fn bus(kind: &str) -> Bus {
     let url = match kind {
         "memory" => "memory://".to_string(),
         "redis" => {
-            reachable("Redis", 6379, "redis-server --daemonize yes --port 6379 --save '' --appendonly no").await;
-            std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+            let url = std::env::var("CHAT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            reachable("Redis", &url, "redis-server --daemonize yes --port 6379 --save '' --appendonly no").await;
+            url
         }
         "nats" => {
-            reachable("NATS", 4222, "nats-server -a 127.0.0.1 -p 4222 -js").await;
-            std::env::var("CHAT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+            let url = std::env::var("CHAT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+            reachable("NATS", &url, "nats-server -a 127.0.0.1 -p 4222 -js").await;
+            url
         }
         _ => unreachable!(),
     };

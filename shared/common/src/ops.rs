@@ -42,6 +42,8 @@ pub async fn check_all(checks: &[ReadyCheck]) -> Vec<(&'static str, Result<(), S
 
 /// The admin router of a service (or of the all-in-one binary, with every service's checks).
 pub fn admin_router(checks: Vec<ReadyCheck>) -> Router {
+    // Install the recorder now: metrics recorded before it exists would be lost.
+    chat_telemetry::metrics_handle();
     let checks = Arc::new(checks);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -56,6 +56,25 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_tuned(listener, router, None, shutdown).await
+}
+
+/// Like `serve`, with TCP_NODELAY on every connection and, when given, a fixed kernel send buffer:
+/// chat frames are small, and a bounded buffer lets a client that stops reading show up as a full
+/// outbound queue (4009) instead of hiding megabytes in the kernel.
+pub async fn serve_tuned(
+    listener: TcpListener,
+    router: Router,
+    send_buffer: Option<usize>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(move |tcp| {
+        let _ = tcp.set_nodelay(true);
+        if let Some(n) = send_buffer {
+            let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(n);
+        }
+    });
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
@@ -95,6 +114,20 @@ pub async fn serve_service(
     checks: Vec<crate::ops::ReadyCheck>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_service_tuned(listen, listen_var, app, admin, admin_var, checks, None, shutdown).await
+}
+
+/// `serve_service` with a fixed socket send buffer on the public listener (see `serve_tuned`).
+pub async fn serve_service_tuned(
+    listen: &str,
+    listen_var: &str,
+    app: Router,
+    admin: &str,
+    admin_var: &str,
+    checks: Vec<crate::ops::ReadyCheck>,
+    send_buffer: Option<usize>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let public = bind(listen, listen_var).await?;
     let admin_l = bind(admin, admin_var).await?;
     tracing::info!(public = %public.local_addr()?, admin = %admin_l.local_addr()?, "listening");
@@ -107,6 +140,6 @@ pub async fn serve_service(
         shutdown.await;
         let _ = tx.send(true);
     });
-    serve(public, app, wait(rx)).await?;
+    serve_tuned(public, app, send_buffer, wait(rx)).await?;
     admin_task.await.map_err(std::io::Error::other)?
 }

@@ -275,3 +275,50 @@ async fn key_rotation_keeps_old_tokens_valid() {
         assert_eq!(ws.next(WAIT).await["type"], "hello");
     }
 }
+
+async fn address_limits_and_trusted_proxy(t: &Target) {
+    let api = t.api();
+    let login = |name: String, xff: &'static str| {
+        let api = api.clone();
+        async move {
+            api.http
+                .post(format!("{}/v1/auth/login", api.base))
+                .header("x-forwarded-for", xff)
+                .json(&json!({"username": name, "password": "wrong password"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // The peer (127.0.0.1) is a trusted proxy here, so the address is the forwarded one.
+    for i in 0..2 {
+        assert_eq!(login(unique(&format!("u{i}")), "203.0.113.7").await, 401);
+    }
+    assert_eq!(login(unique("u3"), "203.0.113.7").await, 429, "third failure from one address, any username");
+    assert_eq!(login(unique("u4"), "198.51.100.1").await, 401, "another address has its own budget");
+    // Registrations per address.
+    let register = |xff: &'static str| {
+        let api = api.clone();
+        async move {
+            api.http
+                .post(format!("{}/v1/auth/register", api.base))
+                .header("x-forwarded-for", xff)
+                .json(&json!({"username": unique("r"), "password": "password1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(register("192.0.2.1").await, 201);
+    assert_eq!(register("192.0.2.1").await, 201);
+    assert_eq!(register("192.0.2.1").await, 429);
+    assert_eq!(register("192.0.2.2").await, 201);
+}
+both!(
+    address_limits_and_trusted_proxy,
+    [("CHAT_LOGIN_MAX_FAILURES_PER_IP", "2"), ("CHAT_REGISTER_MAX_PER_IP", "2"), ("CHAT_TRUSTED_PROXIES", "127.0.0.1")]
+);

@@ -354,3 +354,114 @@ async fn drain_closes_with_1012() {
     assert!(exit.await.unwrap().success(), "clean exit after the drain");
     drop(data_dir);
 }
+
+async fn typing_is_throttled_upstream(t: &Target) {
+    let api = t.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    let cid = api.direct(&a, &b).await;
+    let mut wa = Ws::connect(&t.ws(0), &a.token, "").await;
+    let mut wb = Ws::connect(&t.ws(1), &b.token, "").await;
+    wa.next(WAIT).await;
+    wb.next(WAIT).await;
+    for _ in 0..5 {
+        wa.send(json!({"type": "typing", "conversation_id": cid, "state": "start"})).await;
+    }
+    wa.send(json!({"type": "typing", "conversation_id": cid, "state": "stop"})).await;
+    wa.send(json!({"type": "typing", "conversation_id": cid, "state": "stop"})).await;
+    wa.send(json!({"type": "send", "id": "marker", "conversation_id": cid, "body": "m"})).await;
+    let mut states = Vec::new();
+    loop {
+        let v = wb.next(WAIT).await;
+        match v["type"].as_str() {
+            Some("typing") => states.push(v["state"].as_str().unwrap().to_string()),
+            Some("message") => break,
+            _ => {}
+        }
+    }
+    assert_eq!(states, vec!["start", "stop"], "one start and one stop reach the other side");
+}
+both!(typing_is_throttled_upstream);
+
+async fn sustained_abuse_closes_4008(t: &Target) {
+    let api = t.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    let cid = api.direct(&a, &b).await;
+    let mut w = Ws::connect(&t.ws(0), &a.token, "").await;
+    w.next(WAIT).await;
+    for i in 0..103 {
+        w.send(json!({"type": "send", "id": format!("s{i}"), "conversation_id": cid, "body": "x"})).await;
+    }
+    assert_eq!(w.closed(WAIT).await, Some(4008));
+}
+both!(sustained_abuse_closes_4008, [("CHAT_SEND_RATE_PER_SEC", "0.01"), ("CHAT_SEND_BURST", "1")]);
+
+/// A client that never answers pings is closed after two heartbeat intervals.
+async fn silent_peer_is_closed(t: &Target) {
+    let api = t.api();
+    let a = api.register(&unique("a")).await;
+    let mut w = Ws::connect(&t.ws(0), &a.token, "").await;
+    // Not polling the stream means not answering pings.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let code = w.closed(WAIT).await;
+    assert!(code.is_some(), "closed by the server");
+}
+both!(silent_peer_is_closed, [("CHAT_HEARTBEAT_INTERVAL_MS", "500")]);
+
+/// A reader too slow for its queue is closed with 4009; the other members are unaffected.
+async fn slow_reader_closed_4009(t: &Target) {
+    let api = t.api();
+    let sender = api.register(&unique("s")).await;
+    let slow = api.register(&unique("slow")).await;
+    let fast = api.register(&unique("fast")).await;
+    let (_, g) = api
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&sender.token),
+            Some(json!({"kind": "group", "title": "flood", "members": [slow.id, fast.id]})),
+        )
+        .await;
+    let cid = g["id"].as_str().unwrap().to_string();
+    // The slow client: a tiny receive buffer, and it does not read.
+    let url = format!("{}/v1/ws", t.ws(0));
+    let addr: std::net::SocketAddr = url.trim_start_matches("ws://").trim_end_matches("/v1/ws").parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", slow.token).parse().unwrap());
+    let (slow_ws, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let mut slow_ws = Ws { stream: slow_ws };
+    let mut fast_ws = Ws::connect(&t.ws(1), &fast.token, "").await;
+    fast_ws.next(WAIT).await;
+    let total = 600;
+    let path = format!("/v1/conversations/{cid}/messages");
+    let mut tasks = Vec::new();
+    for k in 0..8 {
+        let (api, sender, path) = (api.clone(), sender.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..total / 8 {
+                let body = format!("{k}-{i} {}", "x".repeat(3990));
+                api.call("POST", &path, Some(&sender.token), Some(json!({"body": body}))).await;
+            }
+        }));
+    }
+    let mut got = 0;
+    while got < total {
+        let v = fast_ws.wait_for(Duration::from_secs(30), |v| v["type"] == "message").await;
+        assert!(v["message"]["seq"].as_i64().unwrap() > 0);
+        got += 1;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(slow_ws.closed(Duration::from_secs(15)).await, Some(4009), "the slow reader is closed with 4009");
+    if let Target::Services(c) = t {
+        let m = reqwest::get(format!("http://{}/metrics", c.edge_admins[0])).await.unwrap().text().await.unwrap();
+        assert!(m.lines().any(|l| l.starts_with("ws_slow_consumer_closes_total 1")), "metric counts the close");
+    }
+}
+both!(slow_reader_closed_4009, [("CHAT_OUTBOUND_QUEUE", "300")]);

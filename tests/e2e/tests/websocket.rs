@@ -404,8 +404,9 @@ async fn silent_peer_is_closed(t: &Target) {
     let mut w = Ws::connect(&t.ws(0), &a.token, "").await;
     // Not polling the stream means not answering pings.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let code = w.closed(WAIT).await;
-    assert!(code.is_some(), "closed by the server");
+    // Closed by the server: a close frame, or (when our late pong replies hit the closed socket) a
+    // reset. `closed` panics if the connection is still open after WAIT.
+    let _ = w.closed(WAIT).await;
 }
 both!(silent_peer_is_closed, [("CHAT_HEARTBEAT_INTERVAL_MS", "500")]);
 
@@ -440,11 +441,13 @@ async fn slow_reader_closed_4009(t: &Target) {
     let total = 600;
     let path = format!("/v1/conversations/{cid}/messages");
     let mut tasks = Vec::new();
-    for k in 0..8 {
+    // 600 frames of ~1.2 KB from one sequential sender: far more than the slow reader's queue (64)
+    // and socket buffers hold, at a pace the fast reader keeps up with even on a loaded machine.
+    for k in 0..1 {
         let (api, sender, path) = (api.clone(), sender.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
-            for i in 0..total / 8 {
-                let body = format!("{k}-{i} {}", "x".repeat(3990));
+            for i in 0..total {
+                let body = format!("{k}-{i} {}", "x".repeat(1000));
                 api.call("POST", &path, Some(&sender.token), Some(json!({"body": body}))).await;
             }
         }));
@@ -464,4 +467,4 @@ async fn slow_reader_closed_4009(t: &Target) {
         assert!(m.lines().any(|l| l.starts_with("ws_slow_consumer_closes_total 1")), "metric counts the close");
     }
 }
-both!(slow_reader_closed_4009, [("CHAT_OUTBOUND_QUEUE", "300")]);
+both!(slow_reader_closed_4009, [("CHAT_OUTBOUND_QUEUE", "64")]);

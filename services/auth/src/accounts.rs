@@ -22,11 +22,11 @@ impl FromRequestParts<AppState> for ClientAddr {
 
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let trusted = &s.limits.trusted_proxies;
+        let trusted = |ip: &IpAddr| s.limits.trusted_proxies.iter().any(|c| c.contains(ip));
         let Some(peer) = peer else {
             return Ok(ClientAddr(None));
         };
-        if !trusted.contains(&peer) {
+        if !trusted(&peer) {
             return Ok(ClientAddr(Some(peer)));
         }
         // Walk X-Forwarded-For from the right: the first address not itself a trusted proxy is the client.
@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for ClientAddr {
             .flat_map(|v| v.split(','))
             .filter_map(|p| p.trim().parse().ok())
             .collect();
-        let client = xff.iter().rev().find(|ip| !trusted.contains(ip)).copied().unwrap_or(peer);
+        let client = xff.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(peer);
         Ok(ClientAddr(Some(client)))
     }
 }

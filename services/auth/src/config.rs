@@ -31,8 +31,9 @@ pub struct Limits {
     /// `CHAT_REGISTER_MAX_PER_IP` (1000) within `CHAT_REGISTER_WINDOW_SECS` (3600).
     pub registrations_per_ip: i64,
     pub register_window_secs: i64,
-    /// `CHAT_TRUSTED_PROXIES`: comma-separated addresses whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// `CHAT_TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges (`10.0.0.0/8`) whose
+    /// `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// `AUTH_HASH_CONCURRENCY`: password hashes computed at once (each takes 19 MiB).
     pub hash_concurrency: usize,
     /// `AUTH_KEY_RELOAD_SECS` (30): how soon a key rotation done elsewhere is picked up.
@@ -44,10 +45,10 @@ impl Limits {
         let trusted = env_or("CHAT_TRUSTED_PROXIES", "");
         let mut trusted_proxies = Vec::new();
         for p in trusted.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            trusted_proxies.push(p.parse().map_err(|e: std::net::AddrParseError| ConfigError {
+            trusted_proxies.push(Cidr::parse(p).ok_or_else(|| ConfigError {
                 name: "CHAT_TRUSTED_PROXIES",
                 value: p.to_string(),
-                reason: e.to_string(),
+                reason: "expected an IP address or CIDR range".into(),
             })?);
         }
         Ok(Limits {
@@ -78,5 +79,58 @@ impl Config {
             bus_url: env_opt("BUS_URL"),
             limits: Limits::from_env()?,
         })
+    }
+}
+
+/// An address range: `192.0.2.0/24`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cidr {
+    net: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net: addr, bits })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        fn masked(bytes: &[u8], bits: u8) -> Vec<u8> {
+            bytes
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let keep = (bits as i32 - 8 * i as i32).clamp(0, 8) as u32;
+                    if keep == 0 { 0 } else { b & (0xffu8 << (8 - keep)) }
+                })
+                .collect()
+        }
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => masked(&n.octets(), self.bits) == masked(&i.octets(), self.bits),
+            (IpAddr::V6(n), IpAddr::V6(i)) => masked(&n.octets(), self.bits) == masked(&i.octets(), self.bits),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cidr;
+
+    #[test]
+    fn cidr_ranges() {
+        let c = Cidr::parse("172.16.0.0/12").unwrap();
+        assert!(c.contains(&"172.18.0.5".parse().unwrap()));
+        assert!(!c.contains(&"172.32.0.1".parse().unwrap()));
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains(&"127.0.0.1".parse().unwrap()));
+        assert!(!Cidr::parse("127.0.0.1").unwrap().contains(&"127.0.0.2".parse().unwrap()));
+        assert!(Cidr::parse("::/0").unwrap().contains(&"2001:db8::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 }

@@ -9,7 +9,7 @@ mod password;
 pub mod routes;
 pub mod store;
 
-pub use config::{Config, Limits};
+pub use config::{Cidr, Config, Limits};
 pub use error::Error;
 
 use axum::Router;
@@ -78,6 +78,13 @@ pub fn spawn_background(s: &AppState) {
             }
         }
     });
+}
+
+/// `chat-auth migrate`: applies the migrations and exits (the one-shot step of deployments).
+pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
+    let db = Db::connect(db).await?;
+    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    Ok(())
 }
 
 /// Key rotation (`chat-auth rotate-key`): a new signing key becomes active; the previous ones stay

@@ -15,6 +15,15 @@ async fn main() -> ExitCode {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
     chat_telemetry::init_tracing("chat-auth", chat_telemetry::LogFormat::from_env());
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return match chat_auth::migrate(&cfg.database).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-auth migrate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if std::env::args().nth(1).as_deref() == Some("rotate-key") {
         return match chat_auth::rotate_key(&cfg.database).await {
             Ok(kid) => {

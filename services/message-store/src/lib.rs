@@ -53,6 +53,13 @@ pub async fn build(
     Ok(AppState { store, outbox, verifier, directory })
 }
 
+/// `chat-message-store migrate`: applies the migrations and exits (the one-shot step of deployments).
+pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
+    let db = Db::connect(db).await?;
+    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    Ok(())
+}
+
 pub fn public_router(s: &AppState) -> Router {
     routes::public(s.clone())
 }

@@ -15,6 +15,15 @@ async fn main() -> ExitCode {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
     chat_telemetry::init_tracing("chat-message-store", chat_telemetry::LogFormat::from_env());
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return match chat_message_store::migrate(&cfg.database).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-message-store migrate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match chat_message_store::run(cfg, chat_common::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,122 @@
+//! The gateway configuration of docker-compose (deploy/nginx), exercised for real: Debian's nginx
+//! with the same template, in front of the microservices with two edges, WebSocket included.
+
+use chat_e2e::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+struct Nginx {
+    child: std::process::Child,
+    addr: String,
+    dir: tempdir::Dir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> &'static str {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("nginx is not installed: apt-get install nginx-light (scripts/test.sh installs it)");
+}
+
+async fn start_nginx(c: &Cluster) -> Nginx {
+    let dir = tempdir::Dir::new("nginx");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let addr = free_addr();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/nginx/templates/default.conf.template"
+    ))
+    .expect("gateway template");
+    let d = dir.0.display().to_string();
+    let rendered = template
+        .replace("${AUTH_UPSTREAM}", &c.auth)
+        .replace("${MESSAGE_STORE_UPSTREAM}", &c.store)
+        .replace("${PRESENCE_UPSTREAM}", &c.presence)
+        .replace("${WS_EDGE_1_UPSTREAM}", &c.edges[0])
+        .replace("${WS_EDGE_2_UPSTREAM}", &c.edges[1])
+        .replace("${GATEWAY_LISTEN}", &addr)
+        .replace("${GATEWAY_ACCESS_LOG}", &format!("{d}/access.log"));
+    assert!(!rendered.contains("${"), "every template variable is set");
+    std::fs::write(dir.0.join("default.conf"), rendered).unwrap();
+    let main = format!(
+        "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  \
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/default.conf;\n}}\n"
+    );
+    std::fs::write(dir.0.join("nginx.conf"), main).unwrap();
+    let check = std::process::Command::new(nginx_binary())
+        .args(["-t", "-q", "-p", &d, "-c", &format!("{d}/nginx.conf")])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+    let child = std::process::Command::new(nginx_binary())
+        .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Nginx { child, addr, dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_through_nginx() {
+    let redis = require_redis().await;
+    let c = Cluster::start(&redis, 2, &[]).await;
+    let gw = start_nginx(&c).await;
+    let api = Api::new(format!("http://{}", gw.addr));
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    let (s, _) = api.call("GET", "/v1/users/me", Some(&a.token), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(api.call("GET", "/.well-known/jwks.json", None, None).await.0, 200);
+    let cid = api.direct(&a, &b).await;
+    assert_eq!(api.call("GET", &format!("/v1/presence?user_ids={}", b.id), Some(&a.token), None).await.0, 200);
+    // Internal routes are never routed; unknown paths are problem details.
+    let (s, v) = api.call("POST", "/internal/v1/users/lookup", None, Some(json!({"ids": [a.id]}))).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["code"], "not_found");
+
+    // WebSocket through the gateway (browser style: token in the query), to whichever edge.
+    let ws = format!("ws://{}", gw.addr);
+    let mut wa = Ws::connect(&ws, &a.token, "").await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "{ws}/v1/ws?access_token={}",
+        b.token
+    ))
+    .unwrap();
+    req.headers_mut().remove("authorization");
+    let (sb, _) = tokio_tungstenite::connect_async(req).await.expect("upgrade through nginx");
+    let mut wb = Ws { stream: sb };
+    assert_eq!(wa.next(WAIT).await["type"], "hello");
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    wa.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "via nginx"})).await;
+    let ack = wa.wait_for(WAIT, |v| v["type"] == "ack").await;
+    let got = wb.wait_for(WAIT, |v| v["type"] == "message").await;
+    assert_eq!(got["message"]["id"], ack["message"]["id"]);
+    // The body limit is the services' 413, not nginx's HTML page.
+    let (s, v) = api.raw("POST", "/v1/auth/login", None, vec![b' '; 1024 * 1024 + 10]).await;
+    assert_eq!((s, v["code"].as_str()), (413, Some("payload_too_large")));
+    drop(wa);
+    drop(wb);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(gw.dir.0.join("access.log")).unwrap_or_default();
+    assert!(log.contains("/v1/ws"), "the access log records requests");
+    assert!(!log.contains(&b.token), "tokens never reach the gateway log");
+}

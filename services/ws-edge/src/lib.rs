@@ -135,6 +135,9 @@ async fn upgrade(
     let hub = edge.hub.clone();
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        // Chat frames are small: 4 KiB read chunks and 8 KiB write batches instead of tungstenite's
+        // 128 KiB defaults (the read buffer is allocated per connection, idle or not).
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| conn::run(hub, socket, claims, resume))
 }

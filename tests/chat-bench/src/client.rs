@@ -71,7 +71,11 @@ impl Api {
     pub async fn conversation(&self, creator: &User, kind: &str, others: &[&User]) -> Result<String, String> {
         let members: Vec<&str> = others.iter().map(|u| u.id.as_str()).collect();
         let v = self
-            .post("/v1/conversations", Some(&creator.token), json!({"kind": kind, "title": "bench", "members": members}))
+            .post(
+                "/v1/conversations",
+                Some(&creator.token),
+                json!({"kind": kind, "title": "bench", "members": members}),
+            )
             .await?;
         Ok(v["id"].as_str().unwrap_or_default().to_string())
     }
@@ -83,11 +87,8 @@ pub async fn connect(ws_base: &str, token: &str, query: &str, i: usize, sources:
     let mut req = url.clone().into_client_request().map_err(|e| e.to_string())?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse().map_err(|_| "bad token")?);
     let hostport = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
-    let target: SocketAddr = tokio::net::lookup_host(&hostport)
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("no address")?;
+    let target: SocketAddr =
+        tokio::net::lookup_host(&hostport).await.map_err(|e| e.to_string())?.next().ok_or("no address")?;
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     if sources > 1 {
         let src = Ipv4Addr::new(127, 0, 0, 1 + (i % sources) as u8);
@@ -95,7 +96,8 @@ pub async fn connect(ws_base: &str, token: &str, query: &str, i: usize, sources:
     }
     let stream = sock.connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
     stream.set_nodelay(true).ok();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await.map_err(|e| e.to_string())?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)).await.map_err(|e| e.to_string())?;
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.contains("\"hello\"") => Ok(ws),
         other => Err(format!("expected hello, got {other:?}")),

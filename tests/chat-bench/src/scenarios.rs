@@ -153,8 +153,11 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                 let ty = v["type"].as_str().unwrap_or_default();
                 let msg = &v["message"];
-                let sent_at = msg["body"].as_str().and_then(|b| b.strip_prefix("t:")).and_then(|b| b.parse::<u64>().ok());
-                let key = || (msg["conversation_id"].as_str().unwrap_or_default().to_string(), msg["seq"].as_i64().unwrap_or(0));
+                let sent_at =
+                    msg["body"].as_str().and_then(|b| b.strip_prefix("t:")).and_then(|b| b.parse::<u64>().ok());
+                let key = || {
+                    (msg["conversation_id"].as_str().unwrap_or_default().to_string(), msg["seq"].as_i64().unwrap_or(0))
+                };
                 match ty {
                     "message" => {
                         if let (Some(s), Some(h)) = (sent_at, seen.delivery.as_mut()) {
@@ -192,7 +195,8 @@ async fn measure(name: &str, s: Setup, rate: f64, secs: f64) -> Result<Report, S
         let sender = members[*t % members.len()];
         *t += 1;
         let body = format!("t:{}", s.epoch.elapsed().as_micros());
-        let _ = s.writers[sender].send(json!({"type": "send", "id": format!("m{k}"), "conversation_id": cid, "body": body}));
+        let _ = s.writers[sender]
+            .send(json!({"type": "send", "id": format!("m{k}"), "conversation_id": cid, "body": body}));
     }
     let send_secs = start.elapsed().as_secs_f64();
     // Grace for the tail of deliveries.
@@ -317,8 +321,12 @@ pub async fn reconnect_storm(o: &Opts) -> Result<Report, String> {
             let api = api.clone();
             let token = users[*i].token.clone();
             async move {
-                api.post(&format!("/v1/conversations/{cid}/messages"), Some(&token), json!({"body": "while you were away"}))
-                    .await
+                api.post(
+                    &format!("/v1/conversations/{cid}/messages"),
+                    Some(&token),
+                    json!({"body": "while you were away"}),
+                )
+                .await
             }
         })
         .buffer_unordered(64)
@@ -340,9 +348,14 @@ pub async fn reconnect_storm(o: &Opts) -> Result<Report, String> {
                     return false;
                 }
                 let mut got = false;
-                while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                while let Ok(Some(Ok(Message::Text(t)))) =
+                    tokio::time::timeout(Duration::from_secs(30), ws.next()).await
+                {
                     let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    if v["type"] == "message" && v["message"]["conversation_id"] == cid.as_str() && v["message"]["seq"] == 1 {
+                    if v["type"] == "message"
+                        && v["message"]["conversation_id"] == cid.as_str()
+                        && v["message"]["seq"] == 1
+                    {
                         got = true;
                     }
                     if v["type"] == "sync_done" {

@@ -43,6 +43,32 @@ log "Dockerfiles"
 for f in services/*/Dockerfile; do hadolint "$f"; done
 echo "hadolint clean"
 
+log "Prometheus rules and config, Grafana dashboard"
+promtool=$(command -v promtool || true)
+if [ -z "$promtool" ]; then
+  # Debian's prometheus package ships promtool; unpack it instead of installing (no daemon starts).
+  tools=/var/tmp/chat-tools
+  if [ ! -x "$tools/usr/bin/promtool" ]; then
+    mkdir -p "$tools"
+    (cd "$tools" && { apt-get download prometheus >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1; apt-get download prometheus >/dev/null; }; } \
+      && dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb)
+  fi
+  promtool="$tools/usr/bin/promtool"
+fi
+"$promtool" check rules deploy/prometheus/alerts.yml
+prom_tmp=$(mktemp -d)
+cp deploy/prometheus/alerts.yml "$prom_tmp/"
+sed "s#/etc/prometheus/alerts.yml#$prom_tmp/alerts.yml#" deploy/prometheus/prometheus.yml >"$prom_tmp/prometheus.yml"
+"$promtool" check config "$prom_tmp/prometheus.yml"
+rm -rf "$prom_tmp"
+python3 - <<'PY'
+import json
+d = json.load(open("deploy/grafana/dashboards/chat.json"))
+assert d["panels"] and all(p["targets"] for p in d["panels"]), "every panel has a query"
+print(f"grafana dashboard: {len(d['panels'])} panels")
+PY
+
 log "shell and YAML"
 shellcheck scripts/*.sh .ci/run
 yamllint -s docker-compose.yml k8s deploy

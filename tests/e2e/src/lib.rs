@@ -96,7 +96,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, envs: &[(&str, String)]) -> Proc {
+        Self::spawn_to(name, envs, None)
+    }
+
+    /// Like `spawn`, with stdout and stderr appended to `log`.
+    pub fn spawn_to(name: &str, envs: &[(&str, String)], log: Option<&std::path::Path>) -> Proc {
         let mut cmd = Command::new(binary(name));
+        if let Some(path) = log {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+            cmd.stdout(f.try_clone().expect("log file")).stderr(f);
+        }
         cmd.env("RUST_LOG", std::env::var("CHAT_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .env("LOG_FORMAT", "pretty")
             .stdin(Stdio::null())
@@ -449,6 +458,15 @@ pub mod tempdir {
 
 impl AllInOne {
     pub async fn start(extra: &[(&str, String)]) -> AllInOne {
+        Self::start_inner(extra, None).await
+    }
+
+    /// Starts with its output captured in `log` (later `extra` entries override earlier ones).
+    pub async fn start_logged(extra: &[(&str, String)], log: &std::path::Path) -> AllInOne {
+        Self::start_inner(extra, Some(log)).await
+    }
+
+    async fn start_inner(extra: &[(&str, String)], log: Option<&std::path::Path>) -> AllInOne {
         let (addr, admin) = (free_addr(), free_addr());
         let data_dir = tempdir::Dir::new("chat-aio");
         let mut env = vec![
@@ -457,7 +475,7 @@ impl AllInOne {
             ("CHAT_DATA_DIR", data_dir.0.display().to_string()),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-        let proc = Proc::spawn("chat", &env);
+        let proc = Proc::spawn_to("chat", &env, log);
         wait_ready("chat", &admin).await;
         AllInOne { addr, admin, data_dir, proc }
     }

@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--health-check") {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
-    chat_telemetry::init_tracing("chat-auth", chat_telemetry::LogFormat::from_env());
+    let _telemetry = chat_telemetry::init_tracing("chat-auth", chat_telemetry::LogFormat::from_env());
     if std::env::args().nth(1).as_deref() == Some("migrate") {
         return match chat_auth::migrate(&cfg.database).await {
             Ok(()) => ExitCode::SUCCESS,

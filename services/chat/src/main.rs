@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--health-check") {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
-    chat_telemetry::init_tracing("chat", chat_telemetry::LogFormat::from_env());
+    let _telemetry = chat_telemetry::init_tracing("chat", chat_telemetry::LogFormat::from_env());
     match run(cfg).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

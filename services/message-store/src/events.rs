@@ -11,8 +11,11 @@ pub struct OutboxEvent {
     pub payload: String,
 }
 
+/// The event carries the trace of the change that produced it, so delivery joins that trace.
 fn event(topic: String, header: &EventHeader, frame: &ServerEvent) -> OutboxEvent {
-    let bytes = Envelope::encode(header, &frame.to_json());
+    let mut header = header.clone();
+    header.traceparent = chat_telemetry::current_traceparent();
+    let bytes = Envelope::encode(&header, &frame.to_json());
     // Header and frame are both JSON, hence UTF-8.
     OutboxEvent { topic, payload: String::from_utf8(bytes.to_vec()).expect("JSON is UTF-8") }
 }

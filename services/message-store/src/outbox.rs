@@ -7,6 +7,7 @@ use chat_bus::Bus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -33,7 +34,15 @@ async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
         let r = store
             .relay_outbox(256, |topic, payload| {
                 let bus = bus.clone();
+                let span = tracing::info_span!("bus.publish", topic = %topic);
+                if chat_telemetry::tracing_exported()
+                    && let Some(env) = chat_protocol::bus::Envelope::decode(Bytes::copy_from_slice(payload.as_bytes()))
+                    && let Some(tp) = env.header.traceparent
+                {
+                    chat_telemetry::set_remote_parent(&span, &tp);
+                }
                 async move { bus.publish(&topic, Bytes::from(payload)).await.map_err(|e| e.to_string()) }
+                    .instrument(span)
             })
             .await;
         match r {

@@ -341,6 +341,7 @@ impl Store {
     /// Stores a message: seq allocation, insert, the sender's read position and the outbox event
     /// in one transaction. The first statement is the seq `UPDATE`, which takes the conversation's row
     /// lock (PostgreSQL) or the write lock (SQLite) before anything is read.
+    #[tracing::instrument(name = "db.insert_message", skip_all, fields(conversation_id = %cid))]
     pub async fn insert_message(
         &self,
         cid: Uuid,

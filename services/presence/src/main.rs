@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--health-check") {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
-    chat_telemetry::init_tracing("chat-presence", chat_telemetry::LogFormat::from_env());
+    let _telemetry = chat_telemetry::init_tracing("chat-presence", chat_telemetry::LogFormat::from_env());
     match chat_presence::run(cfg, chat_common::server::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 fn frame(ev: &ServerEvent) -> Utf8Bytes {
@@ -226,7 +227,14 @@ impl Conn {
                     return;
                 }
                 let start = Instant::now();
-                let r = self.hub.store.send(self.user, conversation_id, &body, client_msg_id.as_deref()).await;
+                // The root of a message's trace: store call, insert, publish and delivery hang off it.
+                let span = tracing::info_span!("ws.send", conversation_id = %conversation_id);
+                let r = self
+                    .hub
+                    .store
+                    .send(self.user, conversation_id, &body, client_msg_id.as_deref())
+                    .instrument(span)
+                    .await;
                 match r {
                     Ok(m) => {
                         metrics::histogram!("ws_send_ack_seconds").record(start.elapsed().as_secs_f64());

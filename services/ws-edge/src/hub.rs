@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub type ConnId = u64;
@@ -334,6 +335,14 @@ impl Hub {
         };
         let h = env.header;
         metrics::counter!("bus_events_received_total").increment(1);
+        let span = tracing::info_span!("bus.deliver", kind = ?h.kind);
+        if let Some(tp) = &h.traceparent {
+            chat_telemetry::set_remote_parent(&span, tp);
+        }
+        self.deliver(h, frame).instrument(span).await
+    }
+
+    async fn deliver(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
         match h.kind {
             EventKind::Message => {
                 if let (Some(cid), Some(seq)) = (h.conversation_id, h.seq) {

@@ -66,6 +66,14 @@ async fn problem(resp: reqwest::Response) -> ApiError {
     ApiError::new(status, code, p.and_then(|p| p.detail).unwrap_or_default())
 }
 
+/// Carries the current trace to the called service.
+fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match chat_telemetry::current_traceparent() {
+        Some(tp) => req.header("traceparent", tp),
+        None => req,
+    }
+}
+
 fn unreachable(e: reqwest::Error) -> ApiError {
     ApiError::unavailable(format!("upstream unreachable: {e}"))
 }
@@ -96,7 +104,7 @@ impl MessageStore for HttpMessageStore {
     async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {
         let url = format!("{}/internal/v1/conversations/{cid}/messages", self.base);
         let req = serde_json::json!({ "sender_id": user, "body": body, "client_msg_id": client_msg_id });
-        let resp = self.http.post(url).json(&req).send().await.map_err(unreachable)?;
+        let resp = traced(self.http.post(url).json(&req)).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }
@@ -109,7 +117,7 @@ impl MessageStore for HttpMessageStore {
         if let Some(a) = after {
             q.push(("after_seq", a.to_string()));
         }
-        let resp = self.http.get(url).query(&q).send().await.map_err(unreachable)?;
+        let resp = traced(self.http.get(url).query(&q)).send().await.map_err(unreachable)?;
         if !resp.status().is_success() {
             return Err(problem(resp).await);
         }

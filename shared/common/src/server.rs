@@ -30,7 +30,20 @@ async fn observe(req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
-    let span = tracing::info_span!("http", %method, route = %route, status = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "http",
+        %method,
+        route = %route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    // Continue the caller's trace (W3C traceparent from another service).
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        chat_telemetry::set_remote_parent(&span, tp);
+    }
+    if let Some(id) = chat_telemetry::trace_id(&span) {
+        span.record("trace_id", id.as_str());
+    }
     let start = Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();

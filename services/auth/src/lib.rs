@@ -45,6 +45,7 @@ impl FromRef<AppState> for Arc<Verifier> {
 pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<AppState, Error> {
     let db = Db::connect(&db).await?;
     db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    db.spawn_pool_metrics("auth");
     let store = store::Store::new(db);
     let keys = keys::Keys::load(&store, limits.access_ttl).await?;
     let verifier = Verifier::new(KeySource::Local(Arc::new(keys.clone())));

@@ -15,6 +15,7 @@ pub struct OutboxEvent {
 fn event(topic: String, header: &EventHeader, frame: &ServerEvent) -> OutboxEvent {
     let mut header = header.clone();
     header.traceparent = chat_telemetry::current_traceparent();
+    header.at = Some(chat_protocol::Timestamp::now().0);
     let bytes = Envelope::encode(&header, &frame.to_json());
     // Header and frame are both JSON, hence UTF-8.
     OutboxEvent { topic, payload: String::from_utf8(bytes.to_vec()).expect("JSON is UTF-8") }

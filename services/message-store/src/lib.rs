@@ -48,6 +48,7 @@ pub async fn build(
 ) -> Result<AppState, Error> {
     let db = Db::connect(db).await?;
     db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    db.spawn_pool_metrics("message-store");
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
     Ok(AppState { store, outbox, verifier, directory })

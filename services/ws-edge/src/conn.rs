@@ -67,8 +67,11 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         typing_sent: HashMap::new(),
         resume_pending: resume,
     };
-    conn.read_loop(stream, &signal, epoch, &last_pong).await;
+    let client_code = conn.read_loop(stream, &signal, epoch, &last_pong).await;
     drop(conn);
+    // 1006: the connection ended without a close frame from either side.
+    let code = signal.requested().or(client_code).unwrap_or(1006);
+    metrics::counter!("ws_disconnects_total", "code" => code.to_string()).increment(1);
     hub.unregister(id);
     // The writer ends once the hub dropped the queue's sender and the queue is drained, or on a
     // close. A peer that stopped reading can block it forever (zero window): then it is aborted,
@@ -160,15 +163,15 @@ impl Conn {
         signal: &crate::hub::ConnSignal,
         epoch: Instant,
         last_pong: &AtomicI64,
-    ) {
+    ) -> Option<u16> {
         loop {
             let msg = tokio::select! {
                 m = stream.next() => m,
                 _ = tokio::time::sleep_until(self.expires) => {
                     signal.close(close::TOKEN_EXPIRED);
-                    return;
+                    return None;
                 }
-                _ = signal.notify.notified() => return,
+                _ = signal.notify.notified() => return None,
             };
             last_pong.store(millis_since(epoch), Ordering::Relaxed);
             match msg {
@@ -178,9 +181,10 @@ impl Conn {
                 }
                 Some(Ok(Message::Binary(_))) => {
                     signal.close(close::UNSUPPORTED);
-                    return;
+                    return None;
                 }
-                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(Message::Close(c))) => return Some(c.map(|c| c.code).unwrap_or(1005)),
+                None => return None,
                 Some(Ok(_)) => {} // ping/pong: liveness already recorded
                 Some(Err(e)) => {
                     // tungstenite reports an oversized frame as a capacity error.
@@ -188,11 +192,11 @@ impl Conn {
                     if text.contains("Space limit") || text.contains("too long") || text.contains("capacity") {
                         signal.close(close::TOO_BIG);
                     }
-                    return;
+                    return None;
                 }
             }
             if signal.requested().is_some() {
-                return;
+                return None;
             }
         }
     }

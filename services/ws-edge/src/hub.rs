@@ -172,6 +172,7 @@ impl Hub {
             new_topics
         };
         metrics::gauge!("ws_connections").increment(1.0);
+        metrics::counter!("ws_connects_total").increment(1);
         self.subscribe(new_topics).await;
         Ok(Registration { id, rx, signal })
     }
@@ -345,6 +346,10 @@ impl Hub {
     async fn deliver(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
         match h.kind {
             EventKind::Message => {
+                if let Some(at) = h.at {
+                    let lag = (chat_protocol::Timestamp::now().0 - at).max(0) as f64 / 1000.0;
+                    metrics::histogram!("bus_delivery_lag_seconds").record(lag);
+                }
                 if let (Some(cid), Some(seq)) = (h.conversation_id, h.seq) {
                     self.on_message(cid, seq, frame);
                 }

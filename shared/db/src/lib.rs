@@ -105,6 +105,19 @@ impl Db {
         Ok(())
     }
 
+    /// Exports `db_pool_connections{pool, state}` (busy and idle) every 5 s.
+    pub fn spawn_pool_metrics(&self, pool: &'static str) {
+        let p = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let (size, idle) = (p.size() as f64, p.num_idle() as f64);
+                metrics::gauge!("db_pool_connections", "pool" => pool, "state" => "busy").set(size - idle);
+                metrics::gauge!("db_pool_connections", "pool" => pool, "state" => "idle").set(idle);
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+    }
+
     /// A cheap round trip for `/readyz`.
     pub async fn ping(&self) -> Result<(), String> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| e.to_string())

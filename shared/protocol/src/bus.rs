@@ -60,6 +60,9 @@ pub struct EventHeader {
     /// `conversation` `member_removed`: the removed user (receives the frame, then nothing more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<Uuid>,
+    /// When the event was produced (Unix ms): edges measure commit-to-delivery lag from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
     /// W3C trace context of the producing span.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -76,6 +79,7 @@ impl EventHeader {
             until: None,
             members: Vec::new(),
             removed: None,
+            at: None,
             traceparent: None,
         }
     }

@@ -47,6 +47,8 @@ impl Drop for TelemetryGuard {
 /// exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard `OTEL_*` variables apply:
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`, `OTEL_SERVICE_NAME`, `OTEL_BSP_*`). Safe to call twice.
 pub fn init_tracing(service: &str, format: LogFormat) -> TelemetryGuard {
+    // The metrics recorder first: anything recorded before it exists is lost.
+    metrics_handle();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = otlp_provider(service);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -53,11 +53,14 @@ async fn metrics_move_with_traffic_all_in_one() {
         "ws_frames_out_total",
         "bus_published_total",
         "presence_reports_total",
+        "ws_connects_total",
+        "bus_delivery_lag_seconds_count",
     ] {
         assert!(metric(&m, name) >= 1.0, "{name} moved:\n{m}");
     }
     assert!(metric(&m, "ws_connections") >= 2.0, "open connections gauge");
     assert!(m.contains("outbox_depth"), "outbox depth is exported");
+    assert!(m.contains("db_pool_connections{"), "database pool use is exported");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

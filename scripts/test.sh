@@ -120,6 +120,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "deployment files (offline validators) and the Dockerfiles' release builds"
 bash scripts/validate-deploy.sh
 
+log "criterion benchmarks build (run them with cargo bench)"
+cargo bench --workspace --locked --no-run
+
 log "build binaries (the end-to-end tests run them)"
 cargo build --workspace --bins --locked
 

@@ -330,6 +330,11 @@ impl Hub {
         }
     }
 
+    /// Handles one bus event as the dispatcher does (public for benchmarks and tests).
+    pub async fn handle_event(self: &Arc<Self>, env: Envelope) {
+        self.handle(env).await
+    }
+
     async fn handle(self: &Arc<Self>, env: Envelope) {
         let Ok(frame) = Utf8Bytes::try_from(env.frame) else {
             return;

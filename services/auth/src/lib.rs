@@ -43,8 +43,7 @@ impl FromRef<AppState> for Arc<Verifier> {
 
 /// Connects the database, migrates, loads (or creates) the signing key.
 pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<AppState, Error> {
-    let db = Db::connect(&db).await?;
-    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let db = Db::connect_and_migrate(&db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     db.spawn_pool_metrics("auth");
     let store = store::Store::new(db);
     let keys = keys::Keys::load(&store, limits.access_ttl).await?;
@@ -83,8 +82,7 @@ pub fn spawn_background(s: &AppState) {
 
 /// `chat-auth migrate`: applies the migrations and exits (the one-shot step of deployments).
 pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
-    let db = Db::connect(db).await?;
-    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     Ok(())
 }
 
@@ -92,8 +90,7 @@ pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
 /// in the JWKS until every token they signed has expired. Running replicas switch within
 /// `AUTH_KEY_RELOAD_SECS`. Returns the new `kid`.
 pub async fn rotate_key(db: &chat_db::DbConfig) -> Result<String, Error> {
-    let db = Db::connect(db).await?;
-    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let db = Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     keys::Keys::rotate(&store::Store::new(db)).await
 }
 
@@ -106,11 +103,7 @@ pub fn internal_router(s: &AppState) -> Router {
 }
 
 pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
-    let db = s.store.db().clone();
-    vec![ReadyCheck::new("auth-database", move || {
-        let db = db.clone();
-        async move { db.ping().await }
-    })]
+    vec![s.store.db().ready_check("auth-database")]
 }
 
 /// Runs the service until `shutdown`: public and internal routes on `listen`, admin on `admin_listen`.

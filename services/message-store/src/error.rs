@@ -1,29 +1,3 @@
-//! The message-store's error type and its one mapping to problem details.
+//! The service's error type: database or internal failures, mapped to problem details by `chat-db`.
 
-use chat_common::ApiError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<chat_db::DbError> for Error {
-    fn from(e: chat_db::DbError) -> Self {
-        match e {
-            chat_db::DbError::Sqlx(e) => Error::Db(e),
-            other => Error::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Db(e) if chat_db::is_unavailable(&e) => ApiError::unavailable("database unavailable"),
-            other => ApiError::internal(other),
-        }
-    }
-}
+pub use chat_db::StoreError as Error;

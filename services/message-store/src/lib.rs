@@ -46,8 +46,7 @@ pub async fn build(
     verifier: Arc<Verifier>,
     directory: Arc<dyn UserDirectory>,
 ) -> Result<AppState, Error> {
-    let db = Db::connect(db).await?;
-    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let db = Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     db.spawn_pool_metrics("message-store");
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
@@ -56,8 +55,7 @@ pub async fn build(
 
 /// `chat-message-store migrate`: applies the migrations and exits (the one-shot step of deployments).
 pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
-    let db = Db::connect(db).await?;
-    db.migrate(&MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     Ok(())
 }
 
@@ -70,11 +68,7 @@ pub fn internal_router(s: &AppState) -> Router {
 }
 
 pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
-    let db = s.store.db().clone();
-    vec![ReadyCheck::new("message-store-database", move || {
-        let db = db.clone();
-        async move { db.ping().await }
-    })]
+    vec![s.store.db().ready_check("message-store-database")]
 }
 
 /// Runs the service until `shutdown`.

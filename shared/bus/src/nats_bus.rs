@@ -125,6 +125,9 @@ async fn run(
                             Err(e) => tracing::warn!(topic = %t, error = %e, "nats subscribe failed"),
                         }
                     }
+                    // SUB is only queued by the client: the flush's PING/PONG makes sure the server has
+                    // it before the caller relies on it (an edge sends `hello` after this returns).
+                    let _ = tokio::time::timeout(PUBLISH_TIMEOUT, client.flush()).await;
                     let _ = ack.send(());
                 }
                 Some(Control::Unsubscribe(topics)) => {

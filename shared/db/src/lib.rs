@@ -141,3 +141,49 @@ pub fn sqlite_url_for(path: &std::path::Path) -> String {
     }
     format!("sqlite://{}?mode=rwc", path.display())
 }
+
+/// The error of a service whose failures are database failures or internal ones; mapped to problem
+/// details in one place: an unreachable database is 503 `unavailable`, the rest 500 (logged, never sent).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlx(e) => StoreError::Db(e),
+            other => StoreError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for chat_common::ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) if is_unavailable(&e) => chat_common::ApiError::unavailable("database unavailable"),
+            other => chat_common::ApiError::internal(other),
+        }
+    }
+}
+
+impl Db {
+    /// Connects and applies the migrations (the `migrate` subcommand of the services).
+    pub async fn connect_and_migrate(cfg: &DbConfig, postgres: &Migrator, sqlite: &Migrator) -> Result<Db, DbError> {
+        let db = Db::connect(cfg).await?;
+        db.migrate(postgres, sqlite).await?;
+        Ok(db)
+    }
+
+    /// The readiness check of this database.
+    pub fn ready_check(&self, name: &'static str) -> chat_common::ops::ReadyCheck {
+        let db = self.clone();
+        chat_common::ops::ReadyCheck::new(name, move || {
+            let db = db.clone();
+            async move { db.ping().await }
+        })
+    }
+}

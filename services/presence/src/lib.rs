@@ -134,8 +134,13 @@ pub fn build(presence: Backend, bus: Bus, verifier: Arc<Verifier>) -> AppState {
 }
 
 async fn publish(s: &AppState, transitions: Vec<Transition>) {
-    if let Backend::Memory(m) = &s.presence {
-        metrics::gauge!("presence_online_users").set(m.online_count() as f64);
+    let online = match &s.presence {
+        Backend::Memory(m) => Some(m.online_count() as f64),
+        Backend::Redis(r) if !transitions.is_empty() => r.online_count().await.ok().map(|n| n as f64),
+        Backend::Redis(_) => None,
+    };
+    if let Some(n) = online {
+        metrics::gauge!("presence_online_users").set(n);
     }
     for t in transitions {
         let mut h = EventHeader::new(EventKind::Presence);

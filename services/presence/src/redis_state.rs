@@ -6,7 +6,8 @@
 //! `P:edge:<edge>:users` (set of users on the edge), `P:edge:<edge>:alive` (expires when the edge
 //! stops reporting), `P:user:<uid>:edges` (set of edges holding the user), `P:lastseen` (hash
 //! uid → ms), `P:edges` (known edges, for the sweeper), `P:pending` (sorted set: users whose last
-//! connection closed, by time; announced offline after the grace period).
+//! connection closed, by time; announced offline after the grace period), `P:online` (count of
+//! users online, for the `presence_online_users` gauge).
 
 use crate::state::Transition;
 use chat_protocol::{PresenceEntry, PresenceStatus, Timestamp};
@@ -29,6 +30,7 @@ local function add(u)
       if redis.call('ZREM', p .. ':pending', u) == 0 then
         table.insert(out, '+' .. u)
       end
+      redis.call('INCR', p .. ':online')
     end
   end
 end
@@ -39,6 +41,7 @@ local function remove(u)
     if redis.call('SCARD', ue) == 0 then
       redis.call('HSET', p .. ':lastseen', u, now)
       redis.call('ZADD', p .. ':pending', now, u)
+      redis.call('DECR', p .. ':online')
     end
   end
 end
@@ -76,6 +79,7 @@ for _, edge in ipairs(redis.call('SMEMBERS', p .. ':edges')) do
       if redis.call('SCARD', ue) == 0 then
         redis.call('HSET', p .. ':lastseen', u, now)
         redis.call('ZREM', p .. ':pending', u)
+        redis.call('DECR', p .. ':online')
         table.insert(out, '-' .. u)
       end
     end
@@ -173,6 +177,13 @@ impl RedisPresence {
             });
         }
         Ok(out)
+    }
+
+    /// Users online on any edge (`P:online`, kept by the scripts).
+    pub async fn online_count(&self) -> Result<i64, redis::RedisError> {
+        let n: Option<i64> =
+            redis::cmd("GET").arg(format!("{}:online", self.prefix)).query_async(&mut self.conn.clone()).await?;
+        Ok(n.unwrap_or(0).max(0))
     }
 
     pub async fn ping(&self) -> Result<(), String> {

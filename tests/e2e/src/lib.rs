@@ -83,9 +83,16 @@ fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
 }
 
+/// A free port below the kernel's ephemeral range (32768+ here): a port from `bind(0)` can be taken
+/// by some outgoing connection before the server under test binds it; these cannot.
 pub fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("addr").to_string()
+    for _ in 0..1000 {
+        let port = 20_000 + (Uuid::new_v4().as_u128() % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("addr").to_string();
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// A running binary, killed when dropped.

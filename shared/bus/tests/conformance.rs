@@ -165,7 +165,11 @@ struct Server {
 
 impl Server {
     fn start(kind: &'static str) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Below the ephemeral range, so no outgoing connection can take the port before the server binds it.
+        let port = (0..1000)
+            .map(|_| 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .expect("a free port in 20000..32000");
         let dir = std::env::temp_dir().join(format!("bus-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = Server { kind, port, dir, child: None };

@@ -178,9 +178,8 @@ fn changed(r: crate::store::Changed) -> ApiResult<()> {
 
 /// The caller's role and whether the conversation is a group (404 for non-members).
 async fn role_in_group(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<(Role, bool)> {
-    let role = require_member(s, caller, cid).await?;
-    let conv = s.store.conversation(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
-    Ok((role, conv.kind == ConversationKind::Group))
+    let (role, kind) = s.store.membership(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)?;
+    Ok((role, kind == ConversationKind::Group))
 }
 
 async fn apply(s: &AppState, caller: Uuid, cid: Uuid, change: crate::store::Change) -> ApiResult<Option<Conversation>> {

@@ -186,6 +186,23 @@ impl Store {
         Ok(row.and_then(|r| r.try_get::<String, _>("role").ok()).and_then(|s| Role::parse(&s)))
     }
 
+    /// The member's role and the conversation's kind in one query (permission checks).
+    pub async fn membership(&self, cid: Uuid, uid: Uuid) -> Result<Option<(Role, ConversationKind)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT m.role, c.kind FROM members m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.conversation_id = $1 AND m.user_id = $2",
+        )
+        .bind(cid.to_string())
+        .bind(uid.to_string())
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(row.and_then(|r| {
+            let role = Role::parse(&r.try_get::<String, _>("role").ok()?)?;
+            let kind = ConversationKind::parse(&r.try_get::<String, _>("kind").ok()?)?;
+            Some((role, kind))
+        }))
+    }
+
     /// The conversation as `viewer` sees it, or None when `viewer` is not a member.
     pub async fn conversation(&self, cid: Uuid, viewer: Uuid) -> Result<Option<Conversation>, sqlx::Error> {
         let mut conn = self.db.pool.acquire().await?;

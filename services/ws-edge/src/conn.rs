@@ -61,7 +61,7 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         hub: hub.clone(),
         id,
         user,
-        tx: hub_tx(&hub, id),
+        tx: hub.sender(id),
         expires: unix_to_instant(claims.exp),
         rejections: VecDeque::new(),
         typing_sent: HashMap::new(),
@@ -80,11 +80,6 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
     if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
-}
-
-// The reader's own handle on the outbound queue, for replies (acks keep their order with events).
-fn hub_tx(hub: &Hub, id: ConnId) -> Option<mpsc::Sender<Utf8Bytes>> {
-    hub.sender(id)
 }
 
 async fn write_loop(
@@ -147,6 +142,7 @@ struct Conn {
     hub: Arc<Hub>,
     id: ConnId,
     user: Uuid,
+    /// The reader's own handle on the outbound queue: replies keep their order with events.
     tx: Option<mpsc::Sender<Utf8Bytes>>,
     expires: tokio::time::Instant,
     /// Times of recent `rate_limited` rejections (more than 100 within 10 s closes with 4008).

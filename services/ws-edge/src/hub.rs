@@ -173,18 +173,40 @@ impl Hub {
         };
         metrics::gauge!("ws_connections").increment(1.0);
         metrics::counter!("ws_connects_total").increment(1);
-        self.subscribe(new_topics).await;
+        self.subscribe(&new_topics).await;
+        self.catch_up_moved(user, new_topics).await;
         Ok(Registration { id, rx, signal })
     }
 
-    async fn subscribe(self: &Arc<Self>, cids: Vec<Uuid>) {
-        if cids.is_empty() {
+    async fn subscribe(self: &Arc<Self>, cids: &[Uuid]) {
+        if !cids.is_empty() {
+            self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()).await;
+        }
+    }
+
+    /// Messages committed between learning a conversation's position and the subscription taking
+    /// effect were not seen. One request for the user's positions finds the conversations that moved
+    /// (instead of one history request per conversation on every connect); only those catch up.
+    async fn catch_up_moved(self: &Arc<Self>, user: Uuid, cids: Vec<Uuid>) {
+        if cids.len() <= 1 {
+            for cid in cids {
+                self.start_catch_up(cid);
+            }
             return;
         }
-        self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()).await;
-        // Messages committed between learning a conversation and the subscription taking effect
-        // were not seen: catch up from the store once.
-        for cid in cids {
+        let moved: Vec<Uuid> = match self.store.user_conversations(user).await {
+            Ok(now) => {
+                let wanted: HashSet<Uuid> = cids.into_iter().collect();
+                let st = self.lock();
+                now.into_iter()
+                    .filter(|m| wanted.contains(&m.id))
+                    .filter(|m| st.convs.get(&m.id).is_some_and(|c| m.last_seq > c.last_seq))
+                    .map(|m| m.id)
+                    .collect()
+            }
+            Err(_) => cids,
+        };
+        for cid in moved {
             self.start_catch_up(cid);
         }
     }
@@ -546,7 +568,10 @@ impl Hub {
         if !gone.is_empty() {
             self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
         }
-        self.subscribe(new_topics).await;
+        self.subscribe(&new_topics).await;
+        for cid in new_topics {
+            self.start_catch_up(cid);
+        }
     }
 }
 

@@ -94,12 +94,6 @@ async fn report_presence(edge: Edge, presence: Arc<dyn Presence>) {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct WsQuery {
-    access_token: Option<String>,
-    resume: Option<String>,
-}
-
 pub fn router(edge: Edge) -> Router {
     Router::new().route("/v1/ws", get(upgrade)).with_state(edge)
 }
@@ -110,7 +104,6 @@ async fn upgrade(
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let q = WsQuery { access_token: q.get("access_token").cloned(), resume: q.get("resume").cloned() };
     // The header wins over the query parameter.
     let header_token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -118,7 +111,7 @@ async fn upgrade(
         .and_then(|v| v.split_once(' '))
         .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_string());
-    let Some(token) = header_token.or(q.access_token) else {
+    let Some(token) = header_token.or_else(|| q.get("access_token").cloned()) else {
         return ApiError::unauthorized("missing access token").into_response();
     };
     let claims = match edge.hub.verifier.verify(&token).await {
@@ -131,7 +124,7 @@ async fn upgrade(
             return ApiError::new(StatusCode::BAD_REQUEST, "validation_failed", e.body_text()).into_response();
         }
     };
-    let resume = matches!(q.resume.as_deref(), Some("1") | Some("true"));
+    let resume = matches!(q.get("resume").map(String::as_str), Some("1") | Some("true"));
     let hub = edge.hub.clone();
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

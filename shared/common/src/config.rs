@@ -29,18 +29,3 @@ where
         Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string(), value }),
     }
 }
-
-/// Like `env_parse` but with a name given at run time (for per-service prefixes).
-pub fn env_parse_dyn<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    match env_opt(name) {
-        None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError {
-            name: "(see message)",
-            reason: format!("{name}: {e}"),
-            value,
-        }),
-    }
-}

@@ -85,7 +85,8 @@ impl EventHeader {
     }
 }
 
-/// A decoded bus payload: the header and the frame bytes (a zero-copy slice of the payload).
+/// A decoded bus payload: the header and the frame bytes (a zero-copy slice of the payload, not
+/// checked for UTF-8).
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub header: EventHeader,
@@ -104,7 +105,7 @@ impl Envelope {
     pub fn decode(payload: Bytes) -> Option<Envelope> {
         let nl = payload.iter().position(|b| *b == b'\n')?;
         let header = serde_json::from_slice(&payload[..nl]).ok()?;
-        std::str::from_utf8(&payload[nl + 1..]).ok()?;
+        // The frame stays opaque bytes here: the edge checks UTF-8 once, when it makes the text frame.
         Some(Envelope { header, frame: payload.slice(nl + 1..) })
     }
 }

@@ -656,7 +656,8 @@ impl Store {
     // --- outbox ---
 
     /// Publishes pending outbox rows in id order through `publish`, deleting what was published.
-    /// On PostgreSQL a transaction-scoped advisory lock lets only one replica relay at a time, which
+    /// On PostgreSQL a transaction-scoped advisory lock, keyed by the schema so that independent
+    /// stores sharing a database do not wait on each other, lets only one replica relay at a time, which
     /// keeps the bus order equal to the commit order of seq allocation. Returns rows published, or
     /// None when another replica holds the lock.
     pub async fn relay_outbox<F, Fut>(&self, batch: i64, publish: F) -> Result<Option<usize>, RelayError>
@@ -668,10 +669,11 @@ impl Store {
         match self.db.backend {
             Backend::Postgres => {
                 let mut tx = self.db.pool.begin().await?;
-                let locked: bool = sqlx::query("SELECT pg_try_advisory_xact_lock(4242001) AS l")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("l")?;
+                let locked: bool =
+                    sqlx::query("SELECT pg_try_advisory_xact_lock(4242001, hashtext(current_schema())) AS l")
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("l")?;
                 if !locked {
                     return Ok(None);
                 }

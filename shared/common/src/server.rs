@@ -72,25 +72,78 @@ pub async fn serve(
     serve_tuned(listener, router, None, shutdown).await
 }
 
+/// How long a client may take to send a request's headers, and how long a kept-alive HTTP connection
+/// may sit idle between requests (`HTTP_HEADER_TIMEOUT_MS`, default 10 s). Without it a client that
+/// trickles header bytes (slowloris) or opens connections and sends nothing holds them for ever.
+pub fn header_timeout() -> std::time::Duration {
+    let ms = crate::config::env_parse("HTTP_HEADER_TIMEOUT_MS", 10_000u64).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "using the default header timeout of 10 s");
+        10_000
+    });
+    std::time::Duration::from_millis(ms.max(1))
+}
+
 /// Like `serve`, with TCP_NODELAY on every connection and, when given, a fixed kernel send buffer:
 /// chat frames are small, and a bounded buffer lets a client that stops reading show up as a full
-/// outbound queue (4009) instead of hiding megabytes in the kernel.
+/// outbound queue (4009) instead of hiding megabytes in the kernel. Every connection gets the
+/// header-read/idle timeout of `header_timeout`; upgraded (WebSocket) connections leave it behind.
 pub async fn serve_tuned(
     listener: TcpListener,
     router: Router,
     send_buffer: Option<usize>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(move |tcp| {
+    let timeout = header_timeout();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a clone; `recv` returns None once the last one has finished.
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
         let _ = tcp.set_nodelay(true);
         if let Some(n) = send_buffer {
-            let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(n);
+            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(n);
         }
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            tower_service::Service::call(&mut router.clone(), req)
+        });
+        let mut stop = stop_rx.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return drop(alive),
+                _ = stop.wait_for(|v| *v) => {}
+            }
+            // Finish the request in flight, then close (idle keep-alive connections close at once).
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            drop(alive);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

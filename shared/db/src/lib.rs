@@ -131,7 +131,16 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// Whether an error means the database cannot be reached right now (answer 503, not 500).
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_))
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL shutting down or starting (57P01-57P03), connection exceptions (08xxx), too many
+        // connections (53300): the server is going or coming back, not the request at fault.
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c == "53300")
+        }
+        _ => false,
+    }
 }
 
 /// For SQLite files: makes sure the parent directory exists and the file may be created.

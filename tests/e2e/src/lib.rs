@@ -17,6 +17,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
+pub mod traffic;
+
 pub fn pg_url() -> String {
     std::env::var("CHAT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
@@ -320,11 +322,20 @@ pub struct Cluster {
     pub procs: Vec<Proc>,
     pub edge_procs: Vec<Option<Proc>>,
     edge_envs: Vec<Vec<(&'static str, String)>>,
+    store_env: Vec<(&'static str, String)>,
+    pub store_admin: String,
+    pub auth_admin: String,
 }
 
 impl Cluster {
     pub async fn start(bus_url: &str, edges: usize, extra: &[(&'static str, String)]) -> Cluster {
         let pg = require_postgres().await;
+        Self::start_on(&pg, bus_url, edges, extra).await
+    }
+
+    /// Like `start`, on the PostgreSQL at `pg` (a private server a test may stop).
+    pub async fn start_on(pg: &str, bus_url: &str, edges: usize, extra: &[(&'static str, String)]) -> Cluster {
+        let pg = pg.to_string();
         let id = unique("e2e");
         let (auth, auth_admin) = (free_addr(), free_addr());
         let (store, store_admin) = (free_addr(), free_addr());
@@ -349,15 +360,13 @@ impl Cluster {
         ));
         wait_ready("chat-auth", &auth_admin).await;
         let store_schema = format!("{id}_msg");
-        procs.push(Proc::spawn(
-            "chat-message-store",
-            &common(vec![
-                ("MESSAGE_STORE_LISTEN", store.clone()),
-                ("MESSAGE_STORE_ADMIN_LISTEN", store_admin.clone()),
-                ("DATABASE_URL", pg.clone()),
-                ("DATABASE_SCHEMA", store_schema.clone()),
-            ]),
-        ));
+        let store_env = common(vec![
+            ("MESSAGE_STORE_LISTEN", store.clone()),
+            ("MESSAGE_STORE_ADMIN_LISTEN", store_admin.clone()),
+            ("DATABASE_URL", pg.clone()),
+            ("DATABASE_SCHEMA", store_schema.clone()),
+        ]);
+        procs.push(Proc::spawn("chat-message-store", &store_env));
         procs.push(Proc::spawn(
             "chat-presence",
             &common(vec![
@@ -400,7 +409,21 @@ impl Cluster {
             procs,
             edge_procs,
             edge_envs,
+            store_env,
+            store_admin,
+            auth_admin,
         }
+    }
+
+    /// SIGKILLs the message-store (index 1 of `procs`).
+    pub async fn kill_store(&mut self) {
+        self.procs.remove(1).kill().await;
+    }
+
+    /// Starts the message-store again on the same address, schema and bus.
+    pub async fn restart_store(&mut self) {
+        self.procs.insert(1, Proc::spawn("chat-message-store", &self.store_env));
+        wait_ready("chat-message-store", &self.store_admin).await;
     }
 
     /// The public API routed by path prefix, as the gateway routes it.
@@ -620,6 +643,82 @@ impl BrokerServer {
 }
 
 impl Drop for BrokerServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A private PostgreSQL server (initdb in a temporary directory, a free port), for tests that stop it.
+pub struct PgServer {
+    pub port: u16,
+    dir: tempdir::Dir,
+    bin: PathBuf,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).find(|b| b.join("initdb").exists()))
+            .expect("PostgreSQL server binaries not found under /usr/lib/postgresql: apt-get install postgresql");
+        let port = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let dir = tempdir::Dir::new("pg");
+        // initdb refuses to run as root: the cluster belongs to the postgres user then.
+        let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(&dir.0).status();
+        let data = dir.0.join("data");
+        let out = Self::as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["--auth=trust", "-E", "UTF8", "-U", "postgres"])
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = PgServer { port, dir, bin };
+        pg.restart();
+        pg
+    }
+
+    fn as_owner(program: &std::path::Path) -> std::process::Command {
+        let root =
+            std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        if root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn restart(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
+        let out = Self::as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.0.join("data"))
+            .arg("-l")
+            .arg(self.dir.0.join("log"))
+            .args(["-w", "start", "-o", &opts])
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server at once (`-m immediate`: connections drop, like a crash).
+    pub fn stop(&self) {
+        let _ = Self::as_owner(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.0.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
     }

@@ -84,3 +84,159 @@ async fn bus_restart_loses_nothing_and_keeps_order(kind: &'static str) {
     assert!(drained, "the outbox is published once the bus is back");
     println!("{kind} restart: sent={sent} delivered_a={sent} delivered_b={sent} lost=0 duplicated=0 reordered=0");
 }
+
+// ---- Faults under live traffic: many clients on two edges, each checking every message it should get.
+
+const TRAFFIC_DEADLINE: Duration = Duration::from_secs(60);
+
+fn edges(c: &Cluster) -> Vec<String> {
+    (0..c.edges.len()).map(|i| c.edge_ws(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_store_kill9_under_traffic_loses_and_duplicates_nothing() {
+    let mut c = Cluster::start(&require_redis().await, 2, &[]).await;
+    let api = c.api();
+    let t = traffic::Traffic::start(&api, &edges(&c), traffic::Plan::default(), TRAFFIC_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.kill_store().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.restart_store().await;
+    let r = t.finish(&api).await;
+    r.assert_clean("message-store kill -9");
+    assert!(r.retries > 0, "the outage was felt: sends failed and were retried with their client_msg_id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_under_traffic_loses_nothing() {
+    bus_restart_under_traffic("redis").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_under_traffic_loses_nothing() {
+    bus_restart_under_traffic("nats").await
+}
+
+async fn bus_restart_under_traffic(kind: &'static str) {
+    require_postgres().await;
+    let mut bus = BrokerServer::start_kind(kind);
+    let c = Cluster::start(&bus.url(), 2, &[]).await;
+    let api = c.api();
+    let t = traffic::Traffic::start(&api, &edges(&c), traffic::Plan::default(), TRAFFIC_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    bus.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bus.restart();
+    let r = t.finish(&api).await;
+    r.assert_clean(&format!("{kind} restart under traffic"));
+}
+
+/// Status, `Retry-After` and body of one request, within a bound: an outage must not make calls hang.
+async fn call_with_headers(api: &Api, path: &str, token: &str) -> (u16, Option<String>, serde_json::Value) {
+    let url = format!("{}{path}", api.base);
+    let resp = tokio::time::timeout(Duration::from_secs(10), api.http.get(url).bearer_auth(token).send())
+        .await
+        .expect("answered within 10 s, never a hang")
+        .expect("request");
+    let status = resp.status().as_u16();
+    let retry = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (status, retry, resp.json().await.unwrap_or_default())
+}
+
+async fn readyz(admin: &str) -> u16 {
+    reqwest::get(format!("http://{admin}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_answers_503_and_recovers_on_its_own() {
+    let pg = PgServer::start();
+    let c = Cluster::start_on(&pg.url(), &require_redis().await, 2, &[]).await;
+    let api = c.api();
+    let probe = api.register(&unique("probe")).await;
+    let t = traffic::Traffic::start(&api, &edges(&c), traffic::Plan::default(), TRAFFIC_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    pg.stop();
+    let store = c.store_api();
+    let (s, retry, body) = call_with_headers(&store, "/v1/conversations", &probe.token).await;
+    assert_eq!(s, 503, "store answers 503 while PostgreSQL is down: {body}");
+    assert_eq!(body["code"], "unavailable", "{body}");
+    assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok()), "Retry-After in seconds");
+    let auth = c.auth_api();
+    let (s, retry, body) = call_with_headers(&auth, &format!("/v1/users/{}", probe.id), &probe.token).await;
+    assert_eq!(s, 503, "auth answers 503 while PostgreSQL is down: {body}");
+    assert!(retry.is_some(), "Retry-After from auth");
+    assert_eq!(readyz(&c.store_admin).await, 503, "message-store not ready");
+    assert_eq!(readyz(&c.auth_admin).await, 503, "auth not ready");
+    pg.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if readyz(&c.store_admin).await == 200 && readyz(&c.auth_admin).await == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "both ready again on their own");
+    let r = t.finish(&api).await;
+    r.assert_clean("PostgreSQL stop");
+    assert!(r.retries > 0, "sends were refused while the database was down");
+    let (s, _, _) = call_with_headers(&store, "/v1/conversations", &probe.token).await;
+    assert_eq!(s, 200, "the API answers again");
+}
+
+const HEARTBEAT_MS: u64 = 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_kill9_clients_move_and_presence_is_corrected() {
+    let hb = [("CHAT_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS.to_string())];
+    let mut c = Cluster::start(&require_redis().await, 2, &hb).await;
+    let api = c.api();
+    let watcher = api.register(&unique("watcher")).await;
+    let gone = api.register(&unique("gone")).await;
+    let mut gone_ws = Ws::connect(&c.edge_ws(0), &gone.token, "").await;
+    gone_ws.next(WAIT).await;
+    let q = format!("/v1/presence?user_ids={}", gone.id);
+    let status = |v: serde_json::Value| v["presence"][0]["status"].as_str().unwrap_or_default().to_string();
+    let mut online = false;
+    for _ in 0..50 {
+        if status(api.call("GET", &q, Some(&watcher.token), None).await.1) == "online" {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(online, "online while connected to edge 0");
+
+    let t = traffic::Traffic::start(&api, &edges(&c), traffic::Plan::default(), TRAFFIC_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.take_edge(0).kill().await;
+    let killed = std::time::Instant::now();
+    let mut offline_after = None;
+    while killed.elapsed() < Duration::from_millis(4 * HEARTBEAT_MS) {
+        if status(api.call("GET", &q, Some(&watcher.token), None).await.1) == "offline" {
+            offline_after = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = offline_after.expect("presence corrected after the edge died");
+    println!("edge kill -9: presence offline after {} ms (heartbeat {HEARTBEAT_MS} ms)", after.as_millis());
+    assert!(after <= Duration::from_millis(2 * HEARTBEAT_MS), "within 2 heartbeat intervals, took {after:?}");
+    let r = t.finish(&api).await;
+    r.assert_clean("ws-edge kill -9");
+    assert!(r.reconnects > 0, "the dead edge's clients reconnected to the other edge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_sigterm_under_load_drains_with_1012_and_loses_nothing() {
+    let drain = [("CHAT_DRAIN_WINDOW_MS", "500".to_string())];
+    let mut c = Cluster::start(&require_redis().await, 2, &drain).await;
+    let api = c.api();
+    let t = traffic::Traffic::start(&api, &edges(&c), traffic::Plan::default(), TRAFFIC_DEADLINE).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = c.take_edge(0).terminate().await;
+    assert!(status.success(), "the edge exits cleanly after draining: {status:?}");
+    let r = t.finish(&api).await;
+    r.assert_clean("ws-edge SIGTERM");
+    assert!(r.close_codes.contains(&1012), "drained connections closed with 1012: {:?}", r.close_codes);
+}

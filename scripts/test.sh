@@ -108,6 +108,16 @@ ensure_nats
 # The gateway end-to-end test runs Debian's nginx with the compose configuration.
 have nginx || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 
+# Schema fuzzing (tests/e2e/tests/schemathesis.rs) runs schemathesis from PyPI in its own virtualenv.
+SCHEMATHESIS_VERSION=4.32.5
+ST_VENV=/var/tmp/chat-tools/venv
+if ! "$ST_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  log "installing schemathesis $SCHEMATHESIS_VERSION"
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export CHAT_TEST_SCHEMATHESIS="$ST_VENV/bin/schemathesis"
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked

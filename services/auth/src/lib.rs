@@ -98,6 +98,11 @@ pub fn public_router(s: &AppState) -> Router {
     routes::public(s.clone())
 }
 
+/// The OpenAPI 3.1 document of the public routes, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    chat_common::openapi::finish(routes::documented().into_openapi(), "chat auth")
+}
+
 pub fn internal_router(s: &AppState) -> Router {
     routes::internal(s.clone())
 }
@@ -113,7 +118,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     spawn_background(&state);
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
-    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    let app = public_router(&state).merge(internal_router(&state)).merge(chat_common::openapi::serve(&openapi()));
+    let app = chat_common::server::public_layers(app);
     chat_common::server::serve_service(
         &cfg.listen,
         "AUTH_LISTEN",

@@ -8,23 +8,32 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chat_authn::AuthUser;
+use chat_common::openapi::{AuthedErrors, PublicErrors};
 use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult, path_uuid};
-use chat_protocol::{User, UserList};
+use chat_protocol::{TokenResponse, User, UserList};
 use serde::Deserialize;
 use std::collections::HashMap;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+/// The public routes and their OpenAPI document, from the same declarations.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(user))
+        .routes(routes!(search))
+        .routes(routes!(jwks))
+}
+
 pub fn public(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/users/me", get(me))
-        .route("/v1/users/{id}", get(user))
-        .route("/v1/users", get(search))
-        .route("/.well-known/jwks.json", get(jwks))
-        .with_state(state)
+    let (router, _) = documented().split_for_parts();
+    router.with_state(state)
 }
 
 /// Routes for other services only: never routed by the public gateway.
@@ -35,13 +44,18 @@ pub fn internal(state: AppState) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Register {
+    #[schema(pattern = "^[a-zA-Z0-9_.-]{3,32}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 256)]
     password: String,
+    #[schema(min_length = 1, max_length = 64)]
     display_name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/auth/register", tag = "auth", request_body = Register,
+    responses((status = 201, description = "registered and logged in", body = TokenResponse), PublicErrors))]
 async fn register(
     State(s): State<AppState>,
     addr: ClientAddr,
@@ -51,12 +65,14 @@ async fn register(
     Ok((StatusCode::CREATED, ApiJson(body)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Login {
     username: String,
     password: String,
 }
 
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login,
+    responses((status = 200, description = "logged in", body = TokenResponse), PublicErrors))]
 async fn login(
     State(s): State<AppState>,
     addr: ClientAddr,
@@ -65,8 +81,9 @@ async fn login(
     Ok(ApiJson(accounts::login(&s, addr, &b.username, b.password).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RefreshBody {
+    #[schema(value_type = String)]
     refresh_token: serde_json::Value,
 }
 
@@ -74,11 +91,16 @@ fn token_str(v: &serde_json::Value) -> Option<&str> {
     v.as_str()
 }
 
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, description = "a new token pair; the presented one is rotated out", body = TokenResponse),
+        PublicErrors))]
 async fn refresh(State(s): State<AppState>, ApiJson(b): ApiJson<RefreshBody>) -> ApiResult<impl IntoResponse> {
     let token = token_str(&b.refresh_token).ok_or_else(|| ApiError::unauthorized("invalid refresh token"))?;
     Ok(ApiJson(accounts::refresh(&s, token).await?))
 }
 
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", request_body = RefreshBody,
+    responses((status = 204, description = "the session is revoked (also for an unknown token)"), PublicErrors))]
 async fn logout(State(s): State<AppState>, ApiJson(b): ApiJson<RefreshBody>) -> ApiResult<StatusCode> {
     if let Some(token) = token_str(&b.refresh_token) {
         accounts::logout(&s, token).await?;
@@ -86,17 +108,26 @@ async fn logout(State(s): State<AppState>, ApiJson(b): ApiJson<RefreshBody>) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, description = "the caller", body = User), AuthedErrors))]
 async fn me(State(s): State<AppState>, who: AuthUser) -> ApiResult<ApiJson<User>> {
     let u = s.store.user(who.user_id).await.map_err(crate::Error::from)?;
     u.map(ApiJson).ok_or_else(ApiError::not_found)
 }
 
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, description = "the user", body = User), AuthedErrors))]
 async fn user(State(s): State<AppState>, _who: AuthUser, Path(id): Path<String>) -> ApiResult<ApiJson<User>> {
     let id = path_uuid(&id)?;
     let u = s.store.user(id).await.map_err(crate::Error::from)?;
     u.map(ApiJson).ok_or_else(ApiError::not_found)
 }
 
+#[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
+    params(("q" = Option<String>, Query, description = "username prefix, case-insensitive"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "default 20")),
+    responses((status = 200, description = "users by username", body = UserList), AuthedErrors))]
 async fn search(
     State(s): State<AppState>,
     _who: AuthUser,
@@ -111,6 +142,16 @@ async fn search(
     Ok(ApiJson(UserList { users }))
 }
 
+/// A JSON Web Key Set (RFC 7517).
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents what `keys::jwks` renders
+struct Jwks {
+    #[schema(value_type = Vec<Object>)]
+    keys: Vec<serde_json::Value>,
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "the public keys that verify access tokens", body = Jwks)))]
 async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
     ([(axum::http::header::CACHE_CONTROL, "public, max-age=60")], ApiJson(s.keys.jwks()))
 }

@@ -56,8 +56,29 @@ impl Config {
     }
 }
 
+/// The whole public API in one OpenAPI 3.1 document: what the all-in-one binary and the gateway serve.
+fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = chat_auth::openapi();
+    doc.merge(chat_message_store::openapi());
+    doc.merge(chat_presence::openapi());
+    chat_common::openapi::finish(doc, "chat")
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `chat openapi` prints the merged document (deploy/openapi/openapi.json is this output).
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        return match openapi().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chat: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -108,7 +129,8 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = chat_auth::public_router(&auth)
         .merge(chat_message_store::public_router(&store))
         .merge(chat_presence::public_router(&presence))
-        .merge(chat_ws_edge::router(edge.clone()));
+        .merge(chat_ws_edge::router(edge.clone()))
+        .merge(chat_common::openapi::serve(&openapi()));
     let app = chat_common::server::public_layers(app);
     let mut checks = chat_auth::ready_checks(&auth);
     checks.extend(chat_message_store::ready_checks(&store));

@@ -63,6 +63,11 @@ pub fn public_router(s: &AppState) -> Router {
     routes::public(s.clone())
 }
 
+/// The OpenAPI 3.1 document of the public routes, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    chat_common::openapi::finish(routes::documented().into_openapi(), "chat message-store")
+}
+
 pub fn internal_router(s: &AppState) -> Router {
     routes::internal(s.clone())
 }
@@ -83,7 +88,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
     checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));
-    let app = chat_common::server::public_layers(public_router(&state).merge(internal_router(&state)));
+    let app = public_router(&state).merge(internal_router(&state)).merge(chat_common::openapi::serve(&openapi()));
+    let app = chat_common::server::public_layers(app);
     chat_common::server::serve_service(
         &cfg.listen,
         "MESSAGE_STORE_LISTEN",

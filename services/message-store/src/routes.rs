@@ -6,27 +6,35 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post};
 use chat_authn::AuthUser;
+use chat_common::openapi::AuthedErrors;
 use chat_common::{ApiError, ApiJson, ApiQuery, ApiResult, path_uuid, validate};
 use chat_protocol::internal::UserConversations;
-use chat_protocol::{Conversation, Message, MessagePage, NewMessage};
+use chat_protocol::{Conversation, ConversationPage, Message, MessagePage, NewMessage};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 type Query = ApiQuery<HashMap<String, String>>;
 
+/// The public routes and their OpenAPI document, from the same declarations.
+pub fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, rename))
+        .routes(routes!(add_member))
+        .routes(routes!(set_role, remove_member))
+        .routes(routes!(send, history))
+        .routes(routes!(edit, delete))
+        .routes(routes!(read))
+}
+
 pub fn public(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/conversations", post(create).get(list))
-        .route("/v1/conversations/{cid}", get(get_one).patch(rename))
-        .route("/v1/conversations/{cid}/members", post(add_member))
-        .route("/v1/conversations/{cid}/members/{uid}", patch(set_role).delete(remove_member))
-        .route("/v1/conversations/{cid}/messages", post(send).get(history))
-        .route("/v1/conversations/{cid}/messages/{mid}", patch(edit).delete(delete))
-        .route("/v1/conversations/{cid}/read", post(read))
-        .with_state(state)
+    documented().split_for_parts().0.with_state(state)
 }
 
 /// Routes for ws-edge only: the edge has authenticated the user already.
@@ -39,6 +47,10 @@ pub fn internal(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])),
+    request_body = NewConversation,
+    responses((status = 201, description = "created", body = Conversation),
+        (status = 200, description = "the existing direct conversation of the two", body = Conversation), AuthedErrors))]
 async fn create(
     State(s): State<AppState>,
     who: AuthUser,
@@ -48,11 +60,19 @@ async fn create(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(c)))
 }
 
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "default 20"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "the caller's conversations, latest activity first", body = ConversationPage),
+        AuthedErrors))]
 async fn list(State(s): State<AppState>, who: AuthUser, ApiQuery(q): Query) -> ApiResult<impl IntoResponse> {
     let limit = validate::limit(q.get("limit").map(String::as_str), 20, 1, 100)?;
     Ok(ApiJson(service::list(&s, who.user_id, limit, q.get("cursor").map(String::as_str)).await?))
 }
 
+#[utoipa::path(get, path = "/v1/conversations/{cid}", tag = "conversations", security(("bearer" = [])),
+    params(("cid" = Uuid, Path)),
+    responses((status = 200, description = "the conversation", body = Conversation), AuthedErrors))]
 async fn get_one(
     State(s): State<AppState>,
     who: AuthUser,
@@ -61,11 +81,15 @@ async fn get_one(
     Ok(ApiJson(service::get(&s, who.user_id, path_uuid(&cid)?).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct TitleBody {
+    #[schema(min_length = 1, max_length = 128)]
     title: String,
 }
 
+#[utoipa::path(patch, path = "/v1/conversations/{cid}", tag = "conversations", security(("bearer" = [])),
+    params(("cid" = Uuid, Path)), request_body = TitleBody,
+    responses((status = 200, description = "renamed (group; owner or admin)", body = Conversation), AuthedErrors))]
 async fn rename(
     State(s): State<AppState>,
     who: AuthUser,
@@ -75,12 +99,17 @@ async fn rename(
     Ok(ApiJson(service::rename(&s, who.user_id, path_uuid(&cid)?, &b.title).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct AddMember {
     user_id: Uuid,
+    /// `member` (default) or `admin`.
+    #[schema(pattern = "^(member|admin)$")]
     role: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/conversations/{cid}/members", tag = "conversations", security(("bearer" = [])),
+    params(("cid" = Uuid, Path)), request_body = AddMember,
+    responses((status = 201, description = "added (group; owner or admin)", body = Conversation), AuthedErrors))]
 async fn add_member(
     State(s): State<AppState>,
     who: AuthUser,
@@ -91,11 +120,15 @@ async fn add_member(
     Ok((StatusCode::CREATED, ApiJson(c)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RoleBody {
+    #[schema(pattern = "^(member|admin)$")]
     role: String,
 }
 
+#[utoipa::path(patch, path = "/v1/conversations/{cid}/members/{uid}", tag = "conversations",
+    security(("bearer" = [])), params(("cid" = Uuid, Path), ("uid" = Uuid, Path)), request_body = RoleBody,
+    responses((status = 200, description = "role changed (owner only)", body = Conversation), AuthedErrors))]
 async fn set_role(
     State(s): State<AppState>,
     who: AuthUser,
@@ -106,6 +139,9 @@ async fn set_role(
     Ok(ApiJson(service::set_role(&s, who.user_id, cid, uid, &b.role).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/conversations/{cid}/members/{uid}", tag = "conversations",
+    security(("bearer" = [])), params(("cid" = Uuid, Path), ("uid" = Uuid, Path)),
+    responses((status = 204, description = "removed, or left"), AuthedErrors))]
 async fn remove_member(
     State(s): State<AppState>,
     who: AuthUser,
@@ -115,16 +151,28 @@ async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize, ToSchema)]
+struct EditBody {
+    #[schema(min_length = 1, max_length = 4000)]
+    body: String,
+}
+
+#[utoipa::path(patch, path = "/v1/conversations/{cid}/messages/{mid}", tag = "messages",
+    security(("bearer" = [])), params(("cid" = Uuid, Path), ("mid" = Uuid, Path)), request_body = EditBody,
+    responses((status = 200, description = "edited (sender only)", body = Message), AuthedErrors))]
 async fn edit(
     State(s): State<AppState>,
     who: AuthUser,
     Path((cid, mid)): Path<(String, String)>,
-    ApiJson(b): ApiJson<NewMessage>,
+    ApiJson(b): ApiJson<EditBody>,
 ) -> ApiResult<ApiJson<Message>> {
     let (cid, mid) = (path_uuid(&cid)?, path_uuid(&mid)?);
     Ok(ApiJson(service::edit_message(&s, who.user_id, cid, mid, &b.body).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/conversations/{cid}/messages/{mid}", tag = "messages",
+    security(("bearer" = [])), params(("cid" = Uuid, Path), ("mid" = Uuid, Path)),
+    responses((status = 204, description = "deleted (a tombstone stays)"), AuthedErrors))]
 async fn delete(
     State(s): State<AppState>,
     who: AuthUser,
@@ -138,6 +186,10 @@ fn sent(r: (Message, bool)) -> impl IntoResponse {
     (if r.1 { StatusCode::CREATED } else { StatusCode::OK }, ApiJson(r.0))
 }
 
+#[utoipa::path(post, path = "/v1/conversations/{cid}/messages", tag = "messages", security(("bearer" = [])),
+    params(("cid" = Uuid, Path)), request_body = NewMessage,
+    responses((status = 201, description = "stored (durable before the answer)", body = Message),
+        (status = 200, description = "the message stored before with this client_msg_id", body = Message), AuthedErrors))]
 async fn send(
     State(s): State<AppState>,
     who: AuthUser,
@@ -154,6 +206,12 @@ fn seq_param(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> 
         .transpose()
 }
 
+#[utoipa::path(get, path = "/v1/conversations/{cid}/messages", tag = "messages", security(("bearer" = [])),
+    params(("cid" = Uuid, Path),
+        ("before_seq" = Option<i64>, Query, description = "the last `limit` messages below this seq"),
+        ("after_seq" = Option<i64>, Query, description = "the first `limit` messages above this seq"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "default 50")),
+    responses((status = 200, description = "messages in ascending seq", body = MessagePage), AuthedErrors))]
 async fn history(
     State(s): State<AppState>,
     who: AuthUser,
@@ -166,11 +224,14 @@ async fn history(
     Ok(ApiJson(page.await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ReadBody {
     seq: i64,
 }
 
+#[utoipa::path(post, path = "/v1/conversations/{cid}/read", tag = "messages", security(("bearer" = [])),
+    params(("cid" = Uuid, Path)), request_body = ReadBody,
+    responses((status = 204, description = "read marker set (never moves back)"), AuthedErrors))]
 async fn read(
     State(s): State<AppState>,
     who: AuthUser,

@@ -16,8 +16,10 @@ fn db(e: sqlx::Error) -> ApiError {
     crate::Error::from(e).into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewConversation {
+    /// `direct` (one other member) or `group`.
+    #[schema(pattern = "^(direct|group)$")]
     pub kind: String,
     #[serde(default)]
     pub title: Option<String>,

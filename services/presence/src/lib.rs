@@ -7,7 +7,7 @@ pub mod state;
 use axum::Router;
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use chat_authn::{AuthUser, KeySource, Verifier};
 use chat_bus::Bus;
 use chat_common::config::{ConfigError, env_opt, env_or};
@@ -157,14 +157,27 @@ async fn publish(s: &AppState, transitions: Vec<Transition>) {
     }
 }
 
+fn documented() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(query))
+}
+
 pub fn public_router(s: &AppState) -> Router {
-    Router::new().route("/v1/presence", get(query)).with_state(s.clone())
+    documented().split_for_parts().0.with_state(s.clone())
+}
+
+/// The OpenAPI 3.1 document of the public routes, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    chat_common::openapi::finish(documented().into_openapi(), "chat presence")
 }
 
 pub fn internal_router(s: &AppState) -> Router {
     Router::new().route("/internal/v1/edges/{edge}/report", post(report)).with_state(s.clone())
 }
 
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
+    params(("user_ids" = String, Query, description = "1-200 comma-separated user ids")),
+    responses((status = 200, description = "one entry per id, in the order asked", body = PresenceList),
+        chat_common::openapi::AuthedErrors))]
 async fn query(
     State(s): State<AppState>,
     _who: AuthUser,
@@ -228,7 +241,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         }),
         chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
     ];
-    let app = chat_common::server::public_layers(public_router(&s).merge(internal_router(&s)));
+    let app = public_router(&s).merge(internal_router(&s)).merge(chat_common::openapi::serve(&openapi()));
+    let app = chat_common::server::public_layers(app);
     chat_common::server::serve_service(
         &cfg.listen,
         "PRESENCE_LISTEN",

@@ -29,6 +29,12 @@ fn nginx_binary() -> &'static str {
     panic!("nginx is not installed: apt-get install nginx-light (scripts/test.sh installs it)");
 }
 
+/// An absolute path inside the repository.
+fn repo_path(rel: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    p.canonicalize().unwrap_or(p).display().to_string()
+}
+
 async fn start_nginx(c: &Cluster) -> Nginx {
     let dir = tempdir::Dir::new("nginx");
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -46,6 +52,7 @@ async fn start_nginx(c: &Cluster) -> Nginx {
         .replace("${WS_EDGE_1_UPSTREAM}", &c.edges[0])
         .replace("${WS_EDGE_2_UPSTREAM}", &c.edges[1])
         .replace("${GATEWAY_LISTEN}", &addr)
+        .replace("${GATEWAY_DOCS_ROOT}", &repo_path("deploy/openapi"))
         .replace("${GATEWAY_ACCESS_LOG}", &format!("{d}/access.log"));
     assert!(!rendered.contains("${"), "every template variable is set");
     std::fs::write(dir.0.join("default.conf"), rendered).unwrap();
@@ -88,6 +95,13 @@ async fn the_public_api_through_nginx() {
     assert_eq!(api.call("GET", "/.well-known/jwks.json", None, None).await.0, 200);
     let cid = api.direct(&a, &b).await;
     assert_eq!(api.call("GET", &format!("/v1/presence?user_ids={}", b.id), Some(&a.token), None).await.0, 200);
+    // The merged OpenAPI document of the whole API.
+    let (s, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/v1/auth/login", "/v1/conversations/{cid}/messages", "/v1/presence"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
     // Internal routes are never routed; unknown paths are problem details.
     let (s, v) = api.call("POST", "/internal/v1/users/lookup", None, Some(json!({"ids": [a.id]}))).await;
     assert_eq!(s, 404);

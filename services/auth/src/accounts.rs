@@ -51,6 +51,16 @@ fn valid_username(u: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The registration rules that need no database.
+pub fn check_registration(username: &str, password: &str, display_name: Option<&str>) -> ApiResult<()> {
+    valid_username(username)?;
+    validate::text("password", password, 8, 256)?;
+    if let Some(d) = display_name {
+        validate::text("display_name", d, 1, 64)?;
+    }
+    Ok(())
+}
+
 pub async fn register(
     s: &AppState,
     addr: ClientAddr,
@@ -58,11 +68,7 @@ pub async fn register(
     password: String,
     display_name: Option<String>,
 ) -> ApiResult<TokenResponse> {
-    valid_username(username)?;
-    validate::text("password", &password, 8, 256)?;
-    if let Some(d) = &display_name {
-        validate::text("display_name", d, 1, 64)?;
-    }
+    check_registration(username, &password, display_name.as_deref())?;
     let ip_key = addr.0.map(|ip| format!("reg:{ip}"));
     if let Some(k) = &ip_key {
         throttle(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;

@@ -124,6 +124,26 @@ async fn user(State(s): State<AppState>, _who: AuthUser, Path(id): Path<String>)
     u.map(ApiJson).ok_or_else(ApiError::not_found)
 }
 
+/// Drives `data` through the decoding and database-free checks of every public request of this
+/// service, as the handlers do: the fuzz targets (fuzz/) and their corpus regression test call it.
+/// Errors are expected; a panic is the bug.
+pub fn check_request_bodies(data: &[u8]) {
+    use chat_common::extract::{decode_json, decode_query};
+    if let Ok(b) = decode_json::<Register>(data) {
+        let _ = accounts::check_registration(&b.username, &b.password, b.display_name.as_deref());
+    }
+    let _ = decode_json::<Login>(data);
+    if let Ok(b) = decode_json::<RefreshBody>(data) {
+        let _ = token_str(&b.refresh_token);
+    }
+    if let Ok(q) = std::str::from_utf8(data) {
+        if let Ok(q) = decode_query::<HashMap<String, String>>(q) {
+            let _ = chat_common::validate::limit(q.get("limit").map(String::as_str), 20, 1, 100);
+        }
+        let _ = path_uuid(q);
+    }
+}
+
 #[utoipa::path(get, path = "/v1/users", tag = "users", security(("bearer" = [])),
     params(("q" = Option<String>, Query, description = "username prefix, case-insensitive"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "default 20")),

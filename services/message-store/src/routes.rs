@@ -242,6 +242,44 @@ async fn read(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Drives `data` through the decoding and database-free checks of every public request of this
+/// service, as the handlers do: the fuzz targets (fuzz/) and their corpus regression test call it.
+/// Errors are expected; a panic is the bug.
+pub fn check_request_bodies(data: &[u8]) {
+    use chat_common::extract::{decode_json, decode_query};
+    if let Ok(b) = decode_json::<NewConversation>(data) {
+        let _ = chat_protocol::ConversationKind::parse(&b.kind);
+        if let Some(t) = &b.title {
+            let _ = validate::text("title", t, 1, 128);
+        }
+    }
+    if let Ok(b) = decode_json::<TitleBody>(data) {
+        let _ = validate::text("title", &b.title, 1, 128);
+    }
+    if let Ok(b) = decode_json::<AddMember>(data) {
+        let _ = b.role.as_deref().map(chat_protocol::Role::parse);
+    }
+    if let Ok(b) = decode_json::<RoleBody>(data) {
+        let _ = chat_protocol::Role::parse(&b.role);
+    }
+    if let Ok(b) = decode_json::<NewMessage>(data) {
+        let _ = service::check_new_message(&b.body, b.client_msg_id.as_deref());
+    }
+    if let Ok(b) = decode_json::<EditBody>(data) {
+        let _ = service::check_new_message(&b.body, None);
+    }
+    let _ = decode_json::<ReadBody>(data);
+    if let Ok(q) = std::str::from_utf8(data) {
+        if let Ok(q) = decode_query::<HashMap<String, String>>(q) {
+            let _ = validate::limit(q.get("limit").map(String::as_str), 50, 1, 200);
+            let _ = seq_param(&q, "after_seq");
+            let _ = seq_param(&q, "before_seq");
+            let _ = q.get("cursor").map(|c| service::decode_cursor(c));
+        }
+        let _ = service::decode_cursor(q);
+    }
+}
+
 // --- internal ---
 
 async fn user_conversations(

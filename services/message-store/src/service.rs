@@ -84,7 +84,7 @@ pub async fn list(s: &AppState, caller: Uuid, limit: i64, cursor: Option<&str>) 
     Ok(ConversationPage { conversations: rows.into_iter().map(|(c, _)| c).collect(), next_cursor })
 }
 
-fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
+pub fn decode_cursor(c: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::validation("undecodable `cursor`");
     let raw = URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
@@ -97,6 +97,15 @@ async fn require_member(s: &AppState, caller: Uuid, cid: Uuid) -> ApiResult<Role
     s.store.role(cid, caller).await.map_err(db)?.ok_or_else(ApiError::not_found)
 }
 
+/// The rules of a new message that need no database.
+pub fn check_new_message(body: &str, client_msg_id: Option<&str>) -> ApiResult<()> {
+    validate::text("body", body, 1, 4000)?;
+    if let Some(c) = client_msg_id {
+        validate::text("client_msg_id", c, 1, 64)?;
+    }
+    Ok(())
+}
+
 /// Stores a message; `true` if new, `false` for an idempotent retry.
 pub async fn send(
     s: &AppState,
@@ -105,10 +114,7 @@ pub async fn send(
     body: &str,
     client_msg_id: Option<&str>,
 ) -> ApiResult<(Message, bool)> {
-    validate::text("body", body, 1, 4000)?;
-    if let Some(c) = client_msg_id {
-        validate::text("client_msg_id", c, 1, 64)?;
-    }
+    check_new_message(body, client_msg_id)?;
     require_member(s, caller, cid).await?;
     let start = std::time::Instant::now();
     let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;

@@ -183,16 +183,24 @@ async fn query(
     _who: AuthUser,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> ApiResult<ApiJson<PresenceList>> {
-    let raw = q.get("user_ids").map(String::as_str).unwrap_or("");
-    let mut ids = Vec::new();
-    for part in raw.split(',').filter(|p| !p.is_empty()) {
-        ids.push(Uuid::parse_str(part.trim()).map_err(|_| ApiError::validation(format!("not a user id: {part:?}")))?);
-    }
-    if ids.is_empty() || ids.len() > 200 {
-        return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
-    }
+    let ids = parse_user_ids(q.get("user_ids").map(String::as_str).unwrap_or(""))?;
     let presence = s.presence.query(&ids).await.map_err(ApiError::unavailable)?;
     Ok(ApiJson(PresenceList { presence }))
+}
+
+/// `user_ids` of a presence query: 1-200 comma-separated UUIDs. Public for the fuzz target (fuzz/).
+pub fn parse_user_ids(raw: &str) -> ApiResult<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    for part in raw.split(',').filter(|p| !p.is_empty()) {
+        if ids.len() == 200 {
+            return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
+        }
+        ids.push(Uuid::parse_str(part.trim()).map_err(|_| ApiError::validation(format!("not a user id: {part:?}")))?);
+    }
+    if ids.is_empty() {
+        return Err(ApiError::validation("`user_ids` takes 1-200 comma-separated ids"));
+    }
+    Ok(ids)
 }
 
 /// An edge's batched report (see ws-edge `PresenceReport`).

@@ -25,8 +25,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::validation(format!("unreadable body: {e}"))
             }
         })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
+        decode_json(&bytes).map(ApiJson)
     }
+}
+
+/// A request body as `ApiJson` decodes it (also what the fuzz targets drive).
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
@@ -43,11 +48,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded_like(q).map(ApiQuery)
+        decode_query(q).map(ApiQuery)
     }
 }
 
-fn serde_urlencoded_like<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+/// A query string as `ApiQuery` decodes it.
+pub fn decode_query<T: DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     axum::extract::Query::<T>::try_from_uri(&format!("/?{q}").parse().map_err(|_| ApiError::validation("bad query"))?)
         .map(|axum::extract::Query(v)| v)
         .map_err(|e| ApiError::validation(format!("invalid query: {}", e.body_text())))

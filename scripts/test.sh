@@ -108,6 +108,11 @@ ensure_nats
 # The gateway end-to-end test runs Debian's nginx with the compose configuration.
 have nginx || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 
+# Browser tests of the web client (tests/web): Debian's chromium driven by playwright-core from npm.
+[ -x /usr/bin/chromium ] || apt_install chromium
+have node || apt_install nodejs npm
+npm ci --prefix tests/web --no-audit --no-fund --loglevel=error
+
 # Schema fuzzing (tests/e2e/tests/schemathesis.rs) runs schemathesis from PyPI in its own virtualenv.
 SCHEMATHESIS_VERSION=4.32.5
 ST_VENV=/var/tmp/chat-tools/venv

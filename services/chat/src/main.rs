@@ -3,6 +3,7 @@
 //! files under `CHAT_DATA_DIR` and the in-process bus.
 
 mod adapters;
+mod web;
 
 use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
 use chat_db::DbConfig;
@@ -130,7 +131,8 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         .merge(chat_message_store::public_router(&store))
         .merge(chat_presence::public_router(&presence))
         .merge(chat_ws_edge::router(edge.clone()))
-        .merge(chat_common::openapi::serve(&openapi()));
+        .merge(chat_common::openapi::serve(&openapi()))
+        .merge(web::router());
     let app = chat_common::server::public_layers(app);
     let mut checks = chat_auth::ready_checks(&auth);
     checks.extend(chat_message_store::ready_checks(&store));

@@ -724,6 +724,84 @@ impl Drop for PgServer {
     }
 }
 
+/// Debian's nginx with the gateway template of docker-compose (deploy/nginx), in front of a cluster.
+pub struct Nginx {
+    child: std::process::Child,
+    pub addr: String,
+    pub dir: tempdir::Dir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn nginx_binary() -> &'static str {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("nginx is not installed: apt-get install nginx-light (scripts/test.sh installs it)");
+}
+
+/// An absolute path inside the repository.
+pub fn repo_path(rel: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel);
+    p.canonicalize().unwrap_or(p).display().to_string()
+}
+
+pub async fn start_nginx(c: &Cluster) -> Nginx {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir::Dir::new("nginx");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let addr = free_addr();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/nginx/templates/default.conf.template"
+    ))
+    .expect("gateway template");
+    let d = dir.0.display().to_string();
+    let rendered = template
+        .replace("${AUTH_UPSTREAM}", &c.auth)
+        .replace("${MESSAGE_STORE_UPSTREAM}", &c.store)
+        .replace("${PRESENCE_UPSTREAM}", &c.presence)
+        .replace("${WS_EDGE_1_UPSTREAM}", &c.edges[0])
+        .replace("${WS_EDGE_2_UPSTREAM}", &c.edges[1])
+        .replace("${GATEWAY_LISTEN}", &addr)
+        .replace("${GATEWAY_DOCS_ROOT}", &repo_path("deploy/openapi"))
+        .replace("${GATEWAY_WEB_ROOT}", &repo_path("web"))
+        .replace("${GATEWAY_ACCESS_LOG}", &format!("{d}/access.log"));
+    assert!(!rendered.contains("${"), "every template variable is set");
+    std::fs::write(dir.0.join("default.conf"), rendered).unwrap();
+    let main = format!(
+        "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi;\n  \
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  include {d}/default.conf;\n}}\n"
+    );
+    std::fs::write(dir.0.join("nginx.conf"), main).unwrap();
+    let check = std::process::Command::new(nginx_binary())
+        .args(["-t", "-q", "-p", &d, "-c", &format!("{d}/nginx.conf")])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "nginx -t: {}", String::from_utf8_lossy(&check.stderr));
+    let child = std::process::Command::new(nginx_binary())
+        .args(["-p", &d, "-c", &format!("{d}/nginx.conf")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Nginx { child, addr, dir }
+}
+
 pub fn nats_url() -> String {
     std::env::var("CHAT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }

@@ -107,10 +107,16 @@ pub async fn login(s: &AppState, addr: ClientAddr, username: &str, password: Str
         Some((u, h)) => (Some(u), Some(h)),
         None => (None, None),
     };
-    let ok = s.hasher.verify(password, hash).await?;
+    let old_hash = hash.clone().filter(|h| crate::password::needs_rehash(h));
+    let ok = s.hasher.verify(password.clone(), hash).await?;
     match user {
         Some(user) if ok => {
             s.store.throttle_clear(&user_key).await.map_err(crate::Error::from)?;
+            // An imported Django (PBKDF2) hash is replaced by Argon2id on the first good login.
+            if let Some(old) = old_hash {
+                let new = s.hasher.hash(password).await?;
+                s.store.replace_password_hash(user.id, &old, &new).await.map_err(crate::Error::from)?;
+            }
             issue_session(s, user).await
         }
         _ => {

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod config;
 mod error;
 pub mod keys;
+pub mod legacy;
 mod password;
 pub mod routes;
 pub mod store;
@@ -84,6 +85,11 @@ pub fn spawn_background(s: &AppState) {
 pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
     Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     Ok(())
+}
+
+/// The store alone, migrated (for `chat import-django`, which writes users without running the service).
+pub async fn open_store(db: &chat_db::DbConfig) -> Result<store::Store, Error> {
+    Ok(store::Store::new(Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?))
 }
 
 /// Key rotation (`chat-auth rotate-key`): a new signing key becomes active; the previous ones stay

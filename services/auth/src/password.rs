@@ -98,7 +98,42 @@ fn hash_with(password: &str, blocks: &mut Vec<Block>) -> Result<String, crate::E
     Ok(format!("$argon2id$v=19$m={M_COST},t={T_COST},p={P_COST}${}${}", B64.encode(salt), B64.encode(out)))
 }
 
+/// True for hashes that are not ours: a successful login replaces them with Argon2id.
+pub fn needs_rehash(stored: &str) -> bool {
+    !stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$")
+}
+
+/// Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 hash>` (users imported by `chat import-django`).
+fn verify_django_pbkdf2(password: &str, stored: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some("pbkdf2_sha256"), Some(iterations), Some(salt), Some(hash), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    // Django's defaults have grown to about a million; far above is a crafted row, not a password.
+    let Some(iterations) =
+        iterations.parse::<u32>().ok().filter(|n| *n <= 10_000_000).and_then(std::num::NonZeroU32::new)
+    else {
+        return false;
+    };
+    let Ok(expected) = base64::engine::general_purpose::STANDARD.decode(hash) else {
+        return false;
+    };
+    aws_lc_rs::pbkdf2::verify(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt.as_bytes(),
+        password.as_bytes(),
+        &expected,
+    )
+    .is_ok()
+}
+
 fn verify_with(password: &str, stored: &str, blocks: &mut Vec<Block>) -> bool {
+    if stored.starts_with("pbkdf2_sha256$") {
+        return verify_django_pbkdf2(password, stored);
+    }
     let parts: Vec<&str> = stored.split('$').collect();
     // ["", "argon2id", "v=19", "m=..,t=..,p=..", salt, hash]
     if parts.len() != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
@@ -140,5 +175,21 @@ mod tests {
         assert!(super::verify_with("correct horse", &h, &mut blocks));
         assert!(!super::verify_with("wrong horse", &h, &mut blocks));
         assert!(!super::verify_with("correct horse", "garbage", &mut blocks));
+        assert!(!super::needs_rehash(&h));
+    }
+
+    #[test]
+    fn django_pbkdf2_sha256() {
+        use base64::Engine;
+        let mut out = [0u8; 32];
+        let n = std::num::NonZeroU32::new(1000).unwrap();
+        aws_lc_rs::pbkdf2::derive(aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256, n, b"saltsalt", b"old secret", &mut out);
+        let stored = format!("pbkdf2_sha256$1000$saltsalt${}", base64::engine::general_purpose::STANDARD.encode(out));
+        let mut blocks = Vec::new();
+        assert!(super::verify_with("old secret", &stored, &mut blocks));
+        assert!(!super::verify_with("old secreT", &stored, &mut blocks));
+        assert!(!super::verify_with("old secret", "pbkdf2_sha256$0$saltsalt$AAAA", &mut blocks));
+        assert!(!super::verify_with("old secret", "pbkdf2_sha256$1000$saltsalt", &mut blocks));
+        assert!(super::needs_rehash(&stored));
     }
 }

@@ -41,6 +41,7 @@ pub fn internal(state: AppState) -> Router {
     Router::new()
         .route("/internal/v1/users/lookup", post(lookup))
         .route("/internal/v1/revoked-sessions", get(revoked_sessions))
+        .route("/internal/v1/legacy/users", post(legacy_users))
         .with_state(state)
 }
 
@@ -191,4 +192,15 @@ async fn revoked_sessions(State(s): State<AppState>) -> ApiResult<impl IntoRespo
     let out: Vec<serde_json::Value> =
         list.into_iter().map(|(sid, until)| serde_json::json!({"session_id": sid, "until": until})).collect();
     Ok(ApiJson(serde_json::json!({ "sessions": out })))
+}
+
+/// Usernames and old integer ids of users, for the old WebSocket dialect (`/ws/chat/...` on ws-edge).
+async fn legacy_users(State(s): State<AppState>, ApiJson(b): ApiJson<Lookup>) -> ApiResult<impl IntoResponse> {
+    let users = s.store.legacy_users(&b.ids).await.map_err(crate::Error::from)?;
+    Ok(ApiJson(chat_protocol::internal::LegacyUsers {
+        users: users
+            .into_iter()
+            .map(|(id, username, legacy_id)| chat_protocol::internal::LegacyUser { id, username, legacy_id })
+            .collect(),
+    }))
 }

@@ -125,6 +125,17 @@ impl Store {
         row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
     }
 
+    /// Swaps a user's hash when it is still `old` (a concurrent login may have upgraded it already).
+    pub async fn replace_password_hash(&self, id: Uuid, old: &str, new: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+            .bind(new)
+            .bind(id.to_string())
+            .bind(old)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn user(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"))
             .bind(id.to_string())
@@ -337,4 +348,77 @@ fn upper_bound(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+impl Store {
+    // --- users imported from the Django backend ---
+
+    /// Every imported user: old integer id → new id.
+    pub async fn legacy_user_map(&self) -> Result<std::collections::HashMap<i64, Uuid>, sqlx::Error> {
+        let rows = sqlx::query("SELECT legacy_id, user_id FROM legacy_users").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>("legacy_id")?, uuid_col(r, "user_id")?))).collect()
+    }
+
+    /// Inserts an imported user under the first free name of `usernames`, with its old id, in one
+    /// transaction. Returns the name used, or None when every candidate was taken.
+    pub async fn import_user(
+        &self,
+        legacy_id: i64,
+        user: &User,
+        usernames: &[String],
+        password_hash: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let mut tx = self.db.pool.begin().await?;
+        for name in usernames {
+            let r = sqlx::query(
+                "INSERT INTO users (id, username, display_name, password_hash, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(user.id.to_string())
+            .bind(name)
+            .bind(&user.display_name)
+            .bind(password_hash)
+            .bind(user.created_at.0)
+            .execute(&mut *tx)
+            .await?;
+            if r.rows_affected() == 1 {
+                sqlx::query("INSERT INTO legacy_users (legacy_id, user_id) VALUES ($1, $2)")
+                    .bind(legacy_id)
+                    .bind(user.id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Some(name.clone()));
+            }
+        }
+        tx.rollback().await?;
+        Ok(None)
+    }
+
+    /// Usernames and old integer ids (None for users who were never imported) of `ids`.
+    pub async fn legacy_users(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String, Option<i64>)>, sqlx::Error> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT u.id, u.username, l.legacy_id FROM users u LEFT JOIN legacy_users l ON l.user_id = u.id \
+                 WHERE u.id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+            if let Some(r) = row {
+                out.push((uuid_col(&r, "id")?, r.try_get("username")?, r.try_get("legacy_id")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The new id of an imported user.
+    pub async fn legacy_user(&self, legacy_id: i64) -> Result<Option<Uuid>, sqlx::Error> {
+        let row = sqlx::query("SELECT user_id FROM legacy_users WHERE legacy_id = $1")
+            .bind(legacy_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| uuid_col(&r, "user_id")).transpose()
+    }
 }

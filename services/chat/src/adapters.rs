@@ -50,3 +50,32 @@ impl chat_message_store::directory::UserDirectory for LocalDirectory {
         self.0.existing(ids).await.map(|v| v.into_iter().collect()).map_err(|e| e.to_string())
     }
 }
+
+/// The old WebSocket dialect's lookups, straight from the stores and the presence state.
+pub struct LocalLegacy {
+    pub auth: chat_auth::store::Store,
+    pub store: chat_message_store::AppState,
+    pub presence: chat_presence::AppState,
+}
+
+#[async_trait::async_trait]
+impl chat_ws_edge::legacy::LegacyDirectory for LocalLegacy {
+    async fn conversation(&self, legacy_id: i64) -> Result<Option<Uuid>, ApiError> {
+        self.store.store.legacy_conversation(legacy_id).await.map_err(|e| ApiError::unavailable(e.to_string()))
+    }
+    async fn users(&self, ids: &[Uuid]) -> Result<Vec<chat_protocol::internal::LegacyUser>, ApiError> {
+        let users = self.auth.legacy_users(ids).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(users
+            .into_iter()
+            .map(|(id, username, legacy_id)| chat_protocol::internal::LegacyUser { id, username, legacy_id })
+            .collect())
+    }
+    async fn online(&self, _token: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
+        let entries = self.presence.presence.query(ids).await.map_err(ApiError::unavailable)?;
+        Ok(entries
+            .into_iter()
+            .filter(|p| p.status == chat_protocol::PresenceStatus::Online)
+            .map(|p| p.user_id)
+            .collect())
+    }
+}

@@ -3,6 +3,7 @@
 //! files under `CHAT_DATA_DIR` and the in-process bus.
 
 mod adapters;
+mod import;
 mod web;
 
 use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
@@ -87,6 +88,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("import-django") {
+        return import_django(&cfg).await;
+    }
     if std::env::args().any(|a| a == "--health-check") {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
@@ -96,6 +100,33 @@ async fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "chat failed");
             eprintln!("chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `chat import-django <database url>`: into the all-in-one databases, or wherever
+/// `IMPORT_AUTH_DATABASE_URL`/`_SCHEMA` and `IMPORT_STORE_DATABASE_URL`/`_SCHEMA` point (microservices).
+async fn import_django(cfg: &Config) -> ExitCode {
+    let Some(source) = std::env::args().nth(2) else {
+        eprintln!("usage: chat import-django <postgres://... | sqlite://...>  (the Django backend's database)");
+        return ExitCode::FAILURE;
+    };
+    let target = |prefix: &str, name: &str| match chat_common::config::env_opt(&format!("{prefix}_DATABASE_URL")) {
+        Some(url) => DbConfig {
+            url,
+            schema: chat_common::config::env_opt(&format!("{prefix}_DATABASE_SCHEMA")),
+            max_connections: cfg.db_max_connections,
+        },
+        None => cfg.db(name),
+    };
+    match import::run(&source, &target("IMPORT_AUTH", "auth"), &target("IMPORT_STORE", "messages")).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chat import-django: {e}");
             ExitCode::FAILURE
         }
     }
@@ -131,6 +162,14 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         .merge(chat_message_store::public_router(&store))
         .merge(chat_presence::public_router(&presence))
         .merge(chat_ws_edge::router(edge.clone()))
+        .merge(chat_ws_edge::legacy::router(
+            edge.clone(),
+            Arc::new(adapters::LocalLegacy {
+                auth: auth.store.clone(),
+                store: store.clone(),
+                presence: presence.clone(),
+            }),
+        ))
         .merge(chat_common::openapi::serve(&openapi()))
         .merge(web::router());
     let app = chat_common::server::public_layers(app);

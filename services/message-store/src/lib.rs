@@ -53,6 +53,11 @@ pub async fn build(
     Ok(AppState { store, outbox, verifier, directory })
 }
 
+/// The store alone, migrated (for `chat import-django`, which writes history without running the service).
+pub async fn open_store(db: &chat_db::DbConfig) -> Result<store::Store, Error> {
+    Ok(store::Store::new(Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?))
+}
+
 /// `chat-message-store migrate`: applies the migrations and exits (the one-shot step of deployments).
 pub async fn migrate(db: &chat_db::DbConfig) -> Result<(), Error> {
     Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;

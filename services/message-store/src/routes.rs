@@ -44,6 +44,7 @@ pub fn internal(state: AppState) -> Router {
         .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
         .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
         .route("/internal/v1/conversations/{cid}/read", post(internal_read))
+        .route("/internal/v1/legacy/conversations/{legacy_id}", get(legacy_conversation))
         .with_state(state)
 }
 
@@ -335,4 +336,14 @@ async fn internal_read(
 ) -> ApiResult<StatusCode> {
     service::read(&s, b.user_id, path_uuid(&cid)?, b.seq).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The new id of a conversation imported from the Django backend (old integer id in the path).
+async fn legacy_conversation(
+    State(s): State<AppState>,
+    Path(legacy): Path<String>,
+) -> ApiResult<ApiJson<chat_protocol::internal::LegacyConversation>> {
+    let legacy: i64 = legacy.parse().map_err(|_| ApiError::not_found())?;
+    let id = s.store.legacy_conversation(legacy).await.map_err(chat_db::StoreError::from)?;
+    id.map(|id| ApiJson(chat_protocol::internal::LegacyConversation { id })).ok_or_else(ApiError::not_found)
 }

@@ -726,3 +726,148 @@ where
     }
     Ok((last, None))
 }
+
+/// A conversation of the Django backend, ready to store (see `legacy`).
+pub struct ImportConversation {
+    pub legacy_id: i64,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub members: Vec<(Uuid, Role)>,
+    pub created_at: i64,
+}
+
+/// A message of the Django backend, in the order it gets its seq.
+pub struct ImportMessage {
+    pub legacy_id: i64,
+    pub sender: Uuid,
+    pub body: String,
+    pub created_at: i64,
+}
+
+// Imported history: written directly, without outbox events (nobody is live in the past).
+impl Store {
+    /// Every imported conversation: old integer id → new id.
+    pub async fn legacy_conversation_map(&self) -> Result<std::collections::HashMap<i64, Uuid>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT legacy_id, conversation_id FROM legacy_conversations").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>("legacy_id")?, uuid_col(r, "conversation_id")?))).collect()
+    }
+
+    pub async fn legacy_conversation(&self, legacy_id: i64) -> Result<Option<Uuid>, sqlx::Error> {
+        let row = sqlx::query("SELECT conversation_id FROM legacy_conversations WHERE legacy_id = $1")
+            .bind(legacy_id)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| uuid_col(&r, "conversation_id")).transpose()
+    }
+
+    /// Stores an imported conversation and its old id. A direct conversation whose pair already has
+    /// one (two old conversations of the same two people) maps onto it: returns (id, false).
+    pub async fn import_conversation(&self, c: &ImportConversation) -> Result<(Uuid, bool), sqlx::Error> {
+        let id = Uuid::now_v7();
+        let direct_key = (c.kind == ConversationKind::Direct).then(|| {
+            let (a, b) = (c.members[0].0.to_string(), c.members[1].0.to_string());
+            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
+        });
+        let mut tx = self.db.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity, direct_key) \
+             VALUES ($1, $2, $3, $4, 0, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(c.kind.as_str())
+        .bind(c.title.as_deref())
+        .bind(c.created_at)
+        .bind(direct_key.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        let (cid, created) = if inserted.rows_affected() == 1 {
+            for (uid, role) in &c.members {
+                sqlx::query("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
+                    .bind(id.to_string())
+                    .bind(uid.to_string())
+                    .bind(role.as_str())
+                    .bind(c.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            (id, true)
+        } else {
+            let row = sqlx::query("SELECT id FROM conversations WHERE direct_key = $1")
+                .bind(direct_key.as_deref())
+                .fetch_one(&mut *tx)
+                .await?;
+            (uuid_col(&row, "id")?, false)
+        };
+        sqlx::query("INSERT INTO legacy_conversations (legacy_id, conversation_id) VALUES ($1, $2)")
+            .bind(c.legacy_id)
+            .bind(cid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((cid, created))
+    }
+
+    /// Old ids of the messages already imported into `cid`.
+    pub async fn imported_messages(&self, cid: Uuid) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT l.legacy_id FROM legacy_messages l JOIN messages m ON m.id = l.message_id \
+             WHERE m.conversation_id = $1",
+        )
+        .bind(cid.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get::<i64, _>("legacy_id")).collect()
+    }
+
+    /// Appends a batch of imported messages with the next seqs, in one transaction, and marks the
+    /// conversation read up to them for its members (the old backend kept no read state).
+    pub async fn import_messages(&self, cid: Uuid, batch: &[ImportMessage]) -> Result<(), sqlx::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let newest = batch.iter().map(|m| m.created_at).max().unwrap_or(0);
+        let mut tx = self.db.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + $1, \
+             last_activity = CASE WHEN last_activity > $2 THEN last_activity ELSE $2 END \
+             WHERE id = $3 RETURNING last_seq",
+        )
+        .bind(batch.len() as i64)
+        .bind(newest)
+        .bind(cid.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let last: i64 = row.try_get("last_seq")?;
+        let first = last - batch.len() as i64 + 1;
+        for (i, m) in batch.iter().enumerate() {
+            let ms = m.created_at.max(0) as u64;
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+            let mid = Uuid::new_v7(ts);
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, seq, sender_id, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(mid.to_string())
+            .bind(cid.to_string())
+            .bind(first + i as i64)
+            .bind(m.sender.to_string())
+            .bind(&m.body)
+            .bind(m.created_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO legacy_messages (legacy_id, message_id) VALUES ($1, $2)")
+                .bind(m.legacy_id)
+                .bind(mid.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE members SET last_read_seq = $1 WHERE conversation_id = $2")
+            .bind(last)
+            .bind(cid.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

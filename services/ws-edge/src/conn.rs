@@ -5,7 +5,6 @@ use crate::hub::{ConnId, Hub, close};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use chat_authn::{Claims, VerifyError};
 use chat_common::ApiError;
-use chat_protocol::bus::{Envelope, EventHeader, EventKind};
 use chat_protocol::frames::{ClientFrame, ServerEvent, TypingState};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::{HashMap, VecDeque};
@@ -290,14 +289,7 @@ impl Conn {
             return;
         }
         self.typing_sent.insert(cid, (state, now));
-        let mut h = EventHeader::new(EventKind::Typing);
-        h.conversation_id = Some(cid);
-        h.user_id = Some(self.user);
-        let ev = ServerEvent::Typing { conversation_id: cid, user_id: self.user, state };
-        let payload = Envelope::encode(&h, &ev.to_json());
-        if let Err(e) = self.hub.bus.publish(&chat_protocol::bus::topics::conversation(cid), payload).await {
-            tracing::debug!(error = %e, "typing not published");
-        }
+        self.hub.publish_typing(cid, self.user, state).await;
     }
 
     async fn sync(&mut self, id: String, positions: HashMap<Uuid, i64>) {

@@ -258,6 +258,24 @@ impl Hub {
         }
     }
 
+    /// Everyone in a conversation this edge follows.
+    pub fn conversation_members(&self, cid: Uuid) -> Vec<Uuid> {
+        self.lock().convs.get(&cid).map(|c| c.all_members.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Typing goes straight to the bus: ephemeral, never stored.
+    pub async fn publish_typing(&self, cid: Uuid, user: Uuid, state: chat_protocol::frames::TypingState) {
+        use chat_protocol::bus::{Envelope, EventHeader, EventKind};
+        let mut h = EventHeader::new(EventKind::Typing);
+        h.conversation_id = Some(cid);
+        h.user_id = Some(user);
+        let ev = chat_protocol::frames::ServerEvent::Typing { conversation_id: cid, user_id: user, state };
+        let payload = Envelope::encode(&h, &ev.to_json());
+        if let Err(e) = self.bus.publish(&topics::conversation(cid), payload).await {
+            tracing::debug!(error = %e, "typing not published");
+        }
+    }
+
     pub fn is_member(&self, user: Uuid, cid: Uuid) -> bool {
         self.lock().users.get(&user).is_some_and(|u| u.conversations.contains(&cid))
     }

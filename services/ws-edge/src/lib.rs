@@ -4,6 +4,7 @@
 pub mod config;
 pub mod conn;
 pub mod hub;
+pub mod legacy;
 pub mod upstream;
 
 pub use config::{Config, Limits};
@@ -181,7 +182,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         shutdown.await;
         drain_edge.drain().await;
     };
-    let app = chat_common::server::public_layers(router(edge));
+    let legacy = Arc::new(legacy::HttpLegacyDirectory::new(&cfg.message_store_url, &auth, &cfg.presence_url));
+    let app = chat_common::server::public_layers(router(edge.clone()).merge(legacy::router(edge, legacy)));
     chat_common::server::serve_service_tuned(
         &cfg.listen,
         "WS_EDGE_LISTEN",

@@ -16,3 +16,22 @@ pub struct Membership {
 pub struct UserConversations {
     pub conversations: Vec<Membership>,
 }
+
+/// A user as the old (Django Channels) WebSocket dialect shows them: integer id when imported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LegacyUser {
+    pub id: Uuid,
+    pub username: String,
+    pub legacy_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyUsers {
+    pub users: Vec<LegacyUser>,
+}
+
+/// An imported conversation's new id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyConversation {
+    pub id: Uuid,
+}

@@ -157,6 +157,25 @@ test("going offline and back delivers what was missed; history scrolls back", as
   await b.context.close();
 });
 
+test("access tokens are refreshed before they expire; the socket stays up", { skip: !process.env.CHAT_WEB_TOKEN_TTL }, async () => {
+  const ttl = Number(process.env.CHAT_WEB_TOKEN_TTL) * 1000;
+  const a = await openUser(unique("gil"));
+  const b = await openUser(unique("hal"));
+  await startDirect(a.page, b.name);
+  await send(a.page, "before the refresh");
+  const first = await token(a.page);
+  await a.page.waitForFunction((old) => JSON.parse(sessionStorage.getItem("chat.session")).access !== old, first, { timeout: 2 * ttl });
+  // Past the first token's lifetime: REST and the live connection work on the new one.
+  await a.page.waitForTimeout(ttl);
+  await send(a.page, "after the refresh");
+  await b.page.locator("#conversations button", { hasText: a.name }).click();
+  await waitForMessage(b.page, "after the refresh");
+  await a.page.locator("#connection[data-state=online]").waitFor({ ...WAIT, state: "attached" });
+  assert.deepEqual([...a.errors, ...b.errors], [], "no script errors");
+  await a.context.close();
+  await b.context.close();
+});
+
 test("groups and a phone-sized screen", async () => {
   const a = await openUser(unique("eve"));
   const b = await openUser(unique("fay"), { width: 390, height: 844 });

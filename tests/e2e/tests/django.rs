@@ -108,6 +108,19 @@ async fn create_fixture(url: &str, postgres: bool) {
     }
 }
 
+/// A message the old backend took after the first import (a second run appends it).
+async fn add_fixture_message(url: &str) {
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.expect("fixture database");
+    let postgres = url.starts_with("postgres");
+    let ts = if postgres { "CAST($1 AS timestamp with time zone)" } else { "$1" };
+    let at = if postgres { "2024-05-02 12:00:00+00" } else { "2024-05-02 12:00:00.000000" };
+    let sql = format!(
+        "INSERT INTO chatapp_message (id, conversation_id, sender_id, content, timestamp) \
+         VALUES (105, 12, 2, 'written after the first import', {ts})"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).execute(&pool).await.expect("late message");
+}
+
 fn import(source: &str, env: &[(&str, String)]) -> String {
     let out = std::process::Command::new(binary("chat"))
         .arg("import-django")
@@ -276,6 +289,14 @@ async fn migrate_and_chat(api: &Api, ws_base: &str, source: &str, env: &[(&str, 
     // The group by its old id works for carol.
     let mut c = old_client(ws_base, "11", Some(&carol_token)).await;
     assert_eq!(c.next(WAIT).await["type"], "online_status");
+
+    // What the old backend took after the import comes over with another run, after what is there.
+    add_fixture_message(source).await;
+    let third = import(source, env);
+    assert!(third.contains("1 imported, 6 already imported"), "{third}");
+    let (_, h) = api.call("GET", &format!("/v1/conversations/{cid}/messages"), Some(&alice_token), None).await;
+    let last = h["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["seq"].as_i64(), last["body"].as_str()), (Some(6), Some("written after the first import")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

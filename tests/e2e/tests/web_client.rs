@@ -4,7 +4,7 @@
 use chat_e2e::*;
 use std::time::Duration;
 
-async fn browser_tests(base: &str, screenshot: Option<String>) {
+async fn browser_tests(base: &str, screenshot: Option<String>, token_ttl: Option<u64>) {
     let dir = repo_path("tests/web");
     assert!(
         std::path::Path::new(&format!("{dir}/node_modules/playwright-core")).exists(),
@@ -24,6 +24,9 @@ async fn browser_tests(base: &str, screenshot: Option<String>) {
     if let Some(path) = screenshot {
         cmd.env("CHAT_WEB_SCREENSHOT", path);
     }
+    if let Some(ttl) = token_ttl {
+        cmd.env("CHAT_WEB_TOKEN_TTL", ttl.to_string());
+    }
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
         .expect("browser tests finish within 5 minutes")
@@ -37,12 +40,15 @@ async fn browser_tests(base: &str, screenshot: Option<String>) {
 async fn web_client_on_the_all_in_one_binary() {
     let aio = AllInOne::start(&[]).await;
     // The README's screenshot comes from this run.
-    browser_tests(&format!("http://{}", aio.addr), Some(repo_path("docs/screenshot.png"))).await;
+    browser_tests(&format!("http://{}", aio.addr), Some(repo_path("docs/screenshot.png")), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_client_on_the_microservices_behind_the_gateway() {
-    let c = Cluster::start(&require_redis().await, 2, &[]).await;
+    // Short-lived access tokens: the client must refresh them (REST and the socket's `auth` frame)
+    // many times during the run.
+    const TTL_SECS: u64 = 6;
+    let c = Cluster::start(&require_redis().await, 2, &[("CHAT_ACCESS_TOKEN_TTL", TTL_SECS.to_string())]).await;
     let gw = start_nginx(&c).await;
-    browser_tests(&format!("http://{}", gw.addr), None).await;
+    browser_tests(&format!("http://{}", gw.addr), None, Some(TTL_SECS)).await;
 }

@@ -77,7 +77,7 @@ fn fanout(c: &mut Criterion) {
                 let env = Envelope::decode(Envelope::encode(&h, frame)).unwrap();
                 rt.block_on(edge.hub.handle_event(env));
                 for r in regs.iter_mut() {
-                    while r.rx.try_recv().is_ok() {}
+                    while r.queue.try_pop().is_some() {}
                 }
             })
         });

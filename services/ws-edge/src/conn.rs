@@ -11,7 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -54,13 +53,20 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         connection_id: Uuid::now_v7(),
         heartbeat_interval_ms: hub.limits.heartbeat.as_millis() as u64,
     });
-    let writer =
-        tokio::spawn(write_loop(sink, reg.rx, hello, signal.clone(), hub.limits.heartbeat, epoch, last_pong.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        reg.queue.clone(),
+        hello,
+        signal.clone(),
+        hub.limits.heartbeat,
+        epoch,
+        last_pong.clone(),
+    ));
     let mut conn = Conn {
         hub: hub.clone(),
         id,
         user,
-        tx: hub.sender(id),
+        queue: reg.queue.clone(),
         expires: unix_to_instant(claims.exp),
         rejections: VecDeque::new(),
         typing_sent: HashMap::new(),
@@ -81,9 +87,12 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
     }
 }
 
+/// Frames written per flush at most (bounded so a long queue cannot starve the ping/close checks).
+const WRITE_BATCH: usize = 64;
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    queue: Arc<crate::outq::OutQueue>,
     hello: Utf8Bytes,
     signal: Arc<crate::hub::ConnSignal>,
     heartbeat: Duration,
@@ -102,10 +111,19 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = signal.notify.notified() => break signal.requested(),
-            f = rx.recv() => match f {
+            f = queue.pop() => match f {
                 Some(f) => {
-                    metrics::counter!("ws_frames_out_total").increment(1);
-                    if sink.send(Message::Text(f)).await.is_err() { break None; }
+                    // Whatever else is already queued goes out in the same write (one syscall for a
+                    // burst instead of one per frame).
+                    let mut n = 1;
+                    if sink.feed(Message::Text(f)).await.is_err() { break None; }
+                    while n < WRITE_BATCH {
+                        let Some(f) = queue.try_pop() else { break };
+                        if sink.feed(Message::Text(f)).await.is_err() { break; }
+                        n += 1;
+                    }
+                    metrics::counter!("ws_frames_out_total").increment(n as u64);
+                    if sink.flush().await.is_err() { break None; }
                 }
                 None => break signal.requested(),
             },
@@ -142,7 +160,7 @@ struct Conn {
     id: ConnId,
     user: Uuid,
     /// The reader's own handle on the outbound queue: replies keep their order with events.
-    tx: Option<mpsc::Sender<Utf8Bytes>>,
+    queue: Arc<crate::outq::OutQueue>,
     expires: tokio::time::Instant,
     /// Times of recent `rate_limited` rejections (more than 100 within 10 s closes with 4008).
     rejections: VecDeque<Instant>,
@@ -197,9 +215,7 @@ impl Conn {
     }
 
     async fn reply(&self, f: Utf8Bytes) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(f).await;
-        }
+        self.queue.push(f).await;
     }
 
     async fn on_text(&mut self, text: &str, signal: &crate::hub::ConnSignal) {

@@ -4,6 +4,7 @@
 //! Locking: one `std::sync::Mutex` guards the maps; it is never held across an await. Deliveries
 //! are `try_send`s of pre-serialized frames (one `Utf8Bytes` shared by every receiving connection).
 
+use crate::outq::{OutQueue, Rejected};
 use crate::upstream::MessageStore;
 use axum::extract::ws::Utf8Bytes;
 use chat_authn::Verifier;
@@ -56,7 +57,7 @@ impl ConnSignal {
 struct ConnEntry {
     user: Uuid,
     session: Uuid,
-    tx: mpsc::Sender<Utf8Bytes>,
+    queue: Arc<OutQueue>,
     signal: Arc<ConnSignal>,
     /// `resume=1`: message events held until the first `sync` is answered.
     hold: Option<Vec<(Uuid, i64, Utf8Bytes)>>,
@@ -130,7 +131,7 @@ pub struct Hub {
 
 pub struct Registration {
     pub id: ConnId,
-    pub rx: mpsc::Receiver<Utf8Bytes>,
+    pub queue: Arc<OutQueue>,
     pub signal: Arc<ConnSignal>,
 }
 
@@ -167,7 +168,7 @@ impl Hub {
     ) -> Result<Registration, chat_common::ApiError> {
         let known = self.lock().users.contains_key(&user);
         let convs = if known { Vec::new() } else { self.store.user_conversations(user).await? };
-        let (tx, rx) = mpsc::channel(self.limits.outbound_queue);
+        let queue = Arc::new(OutQueue::new(self.limits.outbound_queue));
         let signal = Arc::new(ConnSignal::default());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let new_topics = {
@@ -175,7 +176,14 @@ impl Hub {
             let State { conns, users, convs: cmap, subjects, went_online, .. } = &mut *st;
             conns.insert(
                 id,
-                ConnEntry { user, session, tx, signal: signal.clone(), hold: resume.then(Vec::new), floor: None },
+                ConnEntry {
+                    user,
+                    session,
+                    queue: queue.clone(),
+                    signal: signal.clone(),
+                    hold: resume.then(Vec::new),
+                    floor: None,
+                },
             );
             let mut new_topics = Vec::new();
             let entry = users.entry(user).or_insert_with(|| {
@@ -198,7 +206,7 @@ impl Hub {
         metrics::counter!("ws_connects_total").increment(1);
         self.subscribe(&new_topics).await;
         self.catch_up_moved(user, new_topics).await;
-        Ok(Registration { id, rx, signal })
+        Ok(Registration { id, queue, signal })
     }
 
     async fn subscribe(self: &Arc<Self>, cids: &[Uuid]) {
@@ -239,6 +247,7 @@ impl Hub {
             let mut st = self.lock();
             let State { conns, users, convs, subjects, went_offline, .. } = &mut *st;
             let Some(c) = conns.remove(&id) else { return };
+            c.queue.close();
             let mut gone = Vec::new();
             if let Some(u) = users.get_mut(&c.user) {
                 u.conns.retain(|x| *x != id);
@@ -336,11 +345,6 @@ impl Hub {
     /// Conversation ids and users (for drain and presence heartbeats).
     pub fn connection_ids(&self) -> Vec<ConnId> {
         self.lock().conns.keys().copied().collect()
-    }
-
-    /// A clone of the connection's outbound queue sender.
-    pub fn sender(&self, id: ConnId) -> Option<mpsc::Sender<Utf8Bytes>> {
-        self.lock().conns.get(&id).map(|c| c.tx.clone())
     }
 
     pub fn close_connection(&self, id: ConnId, code: u16) {
@@ -729,13 +733,13 @@ fn deliver_in_order(
 /// is three quarters full, keeping room for messages; an essential frame that finds the queue full
 /// closes the connection (4009): the client must reconnect and `sync`.
 fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
-    if !essential && c.tx.capacity() * 4 < c.tx.max_capacity() {
+    if !essential && c.queue.nearly_full() {
         metrics::counter!("ws_frames_dropped_total").increment(1);
         return;
     }
-    match c.tx.try_send(frame) {
+    match c.queue.try_push(frame) {
         Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(Rejected::Full(_)) => {
             if essential {
                 metrics::counter!("ws_slow_consumer_closes_total").increment(1);
                 c.signal.close(close::SLOW_READER);
@@ -743,6 +747,6 @@ fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
                 metrics::counter!("ws_frames_dropped_total").increment(1);
             }
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(Rejected::Closed) => {}
     }
 }

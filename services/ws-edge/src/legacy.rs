@@ -185,7 +185,7 @@ async fn session(
     let Some(cid) = cid else {
         return close_with(socket, NOT_A_MEMBER, "no such conversation").await;
     };
-    let mut reg = match hub.register(user, claims.sid, false).await {
+    let reg = match hub.register(user, claims.sid, false).await {
         Ok(r) => r,
         Err(_) => return close_with(socket, 1011, "try again").await,
     };
@@ -212,7 +212,7 @@ async fn session(
             break;
         }
         tokio::select! {
-            frame = reg.rx.recv() => {
+            frame = reg.queue.pop() => {
                 let Some(frame) = frame else { break };
                 let Ok(ev) = serde_json::from_str::<Value>(frame.as_str()) else { continue };
                 match translate(&ev, cid, user, &me, &mut names, &mut online, &hub).await {

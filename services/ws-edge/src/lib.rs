@@ -5,6 +5,7 @@ pub mod config;
 pub mod conn;
 pub mod hub;
 pub mod legacy;
+pub mod outq;
 pub mod upstream;
 
 pub use config::{Config, Limits};
@@ -131,7 +132,7 @@ async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         // Chat frames are small: 4 KiB read chunks and 8 KiB write batches instead of tungstenite's
         // 128 KiB defaults (the read buffer is allocated per connection, idle or not).
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| conn::run(hub, socket, claims, resume))
 }

@@ -1,0 +1,138 @@
+//! A connection's outbound frame queue: bounded, single consumer (the writer task). An idle
+//! connection holds an empty `VecDeque` (no allocation) instead of the first block of a tokio mpsc
+//! channel (about 1 KiB each, which was an eighth of an idle connection's memory).
+
+use axum::extract::ws::Utf8Bytes;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+pub struct OutQueue {
+    state: Mutex<State>,
+    /// Wakes the writer: a frame arrived or the queue closed.
+    ready: Notify,
+    /// Wakes a producer waiting for room.
+    room: Notify,
+    cap: usize,
+}
+
+struct State {
+    frames: VecDeque<Utf8Bytes>,
+    closed: bool,
+}
+
+pub enum Rejected {
+    Full(Utf8Bytes),
+    Closed,
+}
+
+impl OutQueue {
+    pub fn new(cap: usize) -> Self {
+        OutQueue {
+            state: Mutex::new(State { frames: VecDeque::new(), closed: false }),
+            ready: Notify::new(),
+            room: Notify::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without waiting.
+    pub fn try_push(&self, frame: Utf8Bytes) -> Result<(), Rejected> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(Rejected::Closed);
+        }
+        if s.frames.len() >= self.cap {
+            return Err(Rejected::Full(frame));
+        }
+        s.frames.push_back(frame);
+        drop(s);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a frame, waiting for room (replies to the client's own frames: backpressure on its
+    /// reader instead of a close). False when the queue is closed.
+    pub async fn push(&self, frame: Utf8Bytes) -> bool {
+        let mut frame = frame;
+        loop {
+            let room = self.room.notified();
+            match self.try_push(frame) {
+                Ok(()) => return true,
+                Err(Rejected::Closed) => return false,
+                Err(Rejected::Full(f)) => frame = f,
+            }
+            room.await;
+        }
+    }
+
+    /// More than three quarters full: inessential frames (typing, presence) are dropped.
+    pub fn nearly_full(&self) -> bool {
+        self.lock().frames.len() * 4 > self.cap * 3
+    }
+
+    /// The next frame if one is queued (benchmarks drain with it).
+    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+        let f = self.lock().frames.pop_front();
+        if f.is_some() {
+            self.room.notify_one();
+        }
+        f
+    }
+
+    /// The next frame; None once closed and empty.
+    pub async fn pop(&self) -> Option<Utf8Bytes> {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut s = self.lock();
+                if let Some(f) = s.frames.pop_front() {
+                    // Give back what a burst grew, so idle connections stay small.
+                    if s.frames.is_empty() && s.frames.capacity() > 16 {
+                        s.frames = VecDeque::new();
+                    }
+                    drop(s);
+                    self.room.notify_one();
+                    return Some(f);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// No more frames are accepted; the writer sees the end after the queued ones.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounded_in_order_and_closes() {
+        let q = std::sync::Arc::new(OutQueue::new(2));
+        assert!(q.try_push("a".into()).is_ok());
+        assert!(q.try_push("b".into()).is_ok());
+        assert!(matches!(q.try_push("c".into()), Err(Rejected::Full(_))));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.push("c".into()).await });
+        assert_eq!(q.pop().await.as_deref(), Some("a"));
+        assert!(waiter.await.unwrap(), "room made by the pop lets the waiting push in");
+        assert_eq!(q.pop().await.as_deref(), Some("b"));
+        assert_eq!(q.pop().await.as_deref(), Some("c"));
+        q.close();
+        assert!(matches!(q.try_push("d".into()), Err(Rejected::Closed)));
+        assert_eq!(q.pop().await, None);
+    }
+}

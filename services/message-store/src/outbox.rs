@@ -7,7 +7,6 @@ use chat_bus::Bus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -32,17 +31,29 @@ async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let r = store
-            .relay_outbox(256, |topic, payload| {
+            .relay_outbox(256, |items: Vec<(String, String)>| {
                 let bus = bus.clone();
-                let span = tracing::info_span!("bus.publish", topic = %topic);
-                if chat_telemetry::tracing_exported()
-                    && let Some(env) = chat_protocol::bus::Envelope::decode(Bytes::copy_from_slice(payload.as_bytes()))
-                    && let Some(tp) = env.header.traceparent
-                {
-                    chat_telemetry::set_remote_parent(&span, &tp);
+                // One span per event (continuing its trace), open while the batch goes out.
+                let spans: Vec<tracing::Span> = items
+                    .iter()
+                    .map(|(topic, payload)| {
+                        let span = tracing::info_span!("bus.publish", topic = %topic);
+                        if chat_telemetry::tracing_exported()
+                            && let Some(env) =
+                                chat_protocol::bus::Envelope::decode(Bytes::copy_from_slice(payload.as_bytes()))
+                            && let Some(tp) = env.header.traceparent
+                        {
+                            chat_telemetry::set_remote_parent(&span, &tp);
+                        }
+                        span
+                    })
+                    .collect();
+                let batch: Vec<(String, Bytes)> = items.into_iter().map(|(t, p)| (t, Bytes::from(p))).collect();
+                async move {
+                    let r = bus.publish_batch(batch).await.map_err(|e| e.to_string());
+                    drop(spans);
+                    r
                 }
-                async move { bus.publish(&topic, Bytes::from(payload)).await.map_err(|e| e.to_string()) }
-                    .instrument(span)
             })
             .await;
         match r {

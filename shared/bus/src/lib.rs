@@ -82,6 +82,32 @@ impl Bus {
         r
     }
 
+    /// Publishes several messages in order with one round trip where the broker allows it (a Redis
+    /// pipeline, one NATS flush). All or error: after an error any prefix may have gone out, so the
+    /// caller retries the whole batch (at-least-once; receivers de-duplicate by seq).
+    pub async fn publish_batch(&self, items: Vec<(String, Bytes)>) -> Result<(), BusError> {
+        let n = items.len() as u64;
+        let r = match self {
+            Bus::Memory(m) => {
+                let mut r = Ok(());
+                for (topic, payload) in items {
+                    r = m.publish(&topic, payload).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
+            }
+            Bus::Redis(r) => r.publish_batch(items).await,
+            Bus::Nats(c) => c.publish_batch(items).await,
+        };
+        match &r {
+            Ok(()) => metrics::counter!("bus_published_total").increment(n),
+            Err(_) => metrics::counter!("bus_publish_errors_total").increment(1),
+        }
+        r
+    }
+
     /// Whether the broker answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), BusError> {
         match self {

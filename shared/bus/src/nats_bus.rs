@@ -58,6 +58,22 @@ impl NatsBus {
         }
     }
 
+    pub(crate) async fn publish_batch(&self, items: Vec<(String, Bytes)>) -> Result<(), BusError> {
+        let client = self.client.clone();
+        let r = tokio::time::timeout(PUBLISH_TIMEOUT, async move {
+            for (subject, payload) in items {
+                client.publish(subject, payload).await.map_err(|e| e.to_string())?;
+            }
+            client.flush().await.map_err(|e| e.to_string())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(e)),
+            Err(_) => Err(BusError::Unavailable("publish timed out".into())),
+        }
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         match self.client.connection_state() {
             async_nats::connection::State::Connected => Ok(()),

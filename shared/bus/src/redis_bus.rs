@@ -49,6 +49,22 @@ impl RedisBus {
         }
     }
 
+    pub(crate) async fn publish_batch(&self, items: Vec<(String, Bytes)>) -> Result<(), BusError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for (topic, payload) in &items {
+            pipe.cmd("PUBLISH").arg(topic).arg(&payload[..]);
+        }
+        match tokio::time::timeout(PUBLISH_TIMEOUT, pipe.query_async::<Vec<i64>>(&mut c)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
+            Err(_) => Err(BusError::Unavailable("publish timed out".into())),
+        }
+    }
+
     pub(crate) async fn ping(&self) -> Result<(), BusError> {
         let mut c = self.conn().await?;
         match tokio::time::timeout(PUBLISH_TIMEOUT, redis::cmd("PING").query_async::<String>(&mut c)).await {

@@ -115,7 +115,7 @@ pub async fn send(
     client_msg_id: Option<&str>,
 ) -> ApiResult<(Message, bool)> {
     check_new_message(body, client_msg_id)?;
-    require_member(s, caller, cid).await?;
+    // Membership is checked inside the insert's transaction (Sent::NotMember).
     let start = std::time::Instant::now();
     let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;
     metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
@@ -126,6 +126,7 @@ pub async fn send(
             Ok((m, true))
         }
         Sent::Existing(m) => Ok((m, false)),
+        Sent::NotMember => Err(ApiError::not_found()),
     }
 }
 

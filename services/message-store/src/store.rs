@@ -35,6 +35,8 @@ pub enum Sent {
     Created(Message),
     /// The same `client_msg_id` was sent before: the message stored then.
     Existing(Message),
+    /// The sender is not a member (or there is no such conversation): nothing stored.
+    NotMember,
 }
 
 /// Which page of history.
@@ -345,7 +347,8 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             msg_cols!(),
-            " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3"
+            " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3 \
+             AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)"
         ))
         .bind(cid.to_string())
         .bind(sender.to_string())
@@ -373,14 +376,21 @@ impl Store {
         }
         let now = Timestamp::now();
         let mut tx = self.db.pool.begin().await?;
-        let seq: i64 = sqlx::query(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $1 WHERE id = $2 RETURNING last_seq",
+        // The membership check rides on the seq allocation: one statement instead of a separate query.
+        let row = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $1 WHERE id = $2 \
+             AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $2 AND user_id = $3) RETURNING last_seq",
         )
         .bind(now.0)
         .bind(cid.to_string())
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("last_seq")?;
+        .bind(sender.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(Sent::NotMember);
+        };
+        let seq: i64 = row.try_get("last_seq")?;
         let m = Message {
             id: Uuid::now_v7(),
             conversation_id: cid,

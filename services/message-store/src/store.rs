@@ -72,6 +72,50 @@ fn message_from(r: &AnyRow) -> Result<Message, sqlx::Error> {
     })
 }
 
+/// "<smaller uuid>:<larger uuid>" for a direct conversation: at most one per pair (unique index).
+fn direct_key(kind: ConversationKind, members: &[(Uuid, Role)]) -> Option<String> {
+    (kind == ConversationKind::Direct).then(|| {
+        let (a, b) = (members[0].0.to_string(), members[1].0.to_string());
+        if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
+    })
+}
+
+/// Inserts a conversation and its members; false when a direct conversation of the pair exists.
+async fn insert_conversation(
+    tx: &mut Transaction<'static, Any>,
+    id: Uuid,
+    kind: ConversationKind,
+    title: Option<&str>,
+    created_at: i64,
+    direct_key: Option<&str>,
+    members: &[(Uuid, Role)],
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity, direct_key) \
+         VALUES ($1, $2, $3, $4, 0, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(kind.as_str())
+    .bind(title)
+    .bind(created_at)
+    .bind(direct_key)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(false);
+    }
+    for (uid, role) in members {
+        sqlx::query("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
+            .bind(id.to_string())
+            .bind(uid.to_string())
+            .bind(role.as_str())
+            .bind(created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(true)
+}
+
 async fn insert_outbox(tx: &mut Transaction<'static, Any>, ev: &OutboxEvent) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO outbox (topic, payload, created_at) VALUES ($1, $2, $3)")
         .bind(&ev.topic)
@@ -226,38 +270,15 @@ impl Store {
     ) -> Result<(Uuid, bool), sqlx::Error> {
         let now = Timestamp::now();
         let id = Uuid::now_v7();
-        let direct_key = (kind == ConversationKind::Direct).then(|| {
-            let (a, b) = (members[0].0.to_string(), members[1].0.to_string());
-            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
-        });
+        let direct_key = direct_key(kind, members);
         let mut tx = self.db.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity, direct_key) \
-             VALUES ($1, $2, $3, $4, 0, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(kind.as_str())
-        .bind(title)
-        .bind(now.0)
-        .bind(direct_key.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        if !insert_conversation(&mut tx, id, kind, title, now.0, direct_key.as_deref(), members).await? {
             tx.rollback().await?;
             let row = sqlx::query("SELECT id FROM conversations WHERE direct_key = $1")
                 .bind(direct_key.as_deref())
                 .fetch_one(&self.db.pool)
                 .await?;
             return Ok((uuid_col(&row, "id")?, false));
-        }
-        for (uid, role) in members {
-            sqlx::query("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
-                .bind(id.to_string())
-                .bind(uid.to_string())
-                .bind(role.as_str())
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await?;
         }
         let conv = Conversation {
             id,
@@ -794,32 +815,20 @@ impl Store {
     /// one (two old conversations of the same two people) maps onto it: returns (id, false).
     pub async fn import_conversation(&self, c: &ImportConversation) -> Result<(Uuid, bool), sqlx::Error> {
         let id = Uuid::now_v7();
-        let direct_key = (c.kind == ConversationKind::Direct).then(|| {
-            let (a, b) = (c.members[0].0.to_string(), c.members[1].0.to_string());
-            if a < b { format!("{a}:{b}") } else { format!("{b}:{a}") }
-        });
+        let direct_key = direct_key(c.kind, &c.members);
         let mut tx = self.db.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO conversations (id, kind, title, created_at, last_seq, last_activity, direct_key) \
-             VALUES ($1, $2, $3, $4, 0, $4, $5) ON CONFLICT (direct_key) DO NOTHING",
+        let title = c.title.as_deref();
+        let (cid, created) = if insert_conversation(
+            &mut tx,
+            id,
+            c.kind,
+            title,
+            c.created_at,
+            direct_key.as_deref(),
+            &c.members,
         )
-        .bind(id.to_string())
-        .bind(c.kind.as_str())
-        .bind(c.title.as_deref())
-        .bind(c.created_at)
-        .bind(direct_key.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        let (cid, created) = if inserted.rows_affected() == 1 {
-            for (uid, role) in &c.members {
-                sqlx::query("INSERT INTO members (conversation_id, user_id, role, joined_at) VALUES ($1, $2, $3, $4)")
-                    .bind(id.to_string())
-                    .bind(uid.to_string())
-                    .bind(role.as_str())
-                    .bind(c.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        .await?
+        {
             (id, true)
         } else {
             let row = sqlx::query("SELECT id FROM conversations WHERE direct_key = $1")

@@ -42,20 +42,9 @@ impl NatsBus {
         Ok(NatsBus { client, reconnected })
     }
 
+    /// One message: a batch of one (publish, then flush: the outbox may delete once it returns).
     pub(crate) async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
-        let client = self.client.clone();
-        let subject = topic.to_string();
-        let r = tokio::time::timeout(PUBLISH_TIMEOUT, async move {
-            client.publish(subject, payload).await.map_err(|e| e.to_string())?;
-            // The flush returns once the server has everything sent so far: the outbox may delete.
-            client.flush().await.map_err(|e| e.to_string())
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(BusError::Unavailable(e)),
-            Err(_) => Err(BusError::Unavailable("publish timed out".into())),
-        }
+        self.publish_batch(vec![(topic.to_string(), payload)]).await
     }
 
     pub(crate) async fn publish_batch(&self, items: Vec<(String, Bytes)>) -> Result<(), BusError> {

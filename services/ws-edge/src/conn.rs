@@ -137,6 +137,8 @@ async fn write_loop(
             }
         }
     };
+    // Like a dropped channel receiver: producers see Closed from now on, not a full queue.
+    queue.close();
     if let Some(code) = code {
         let reason = match code {
             close::GOING_AWAY_DRAIN => "server draining, reconnect and sync",

@@ -2,7 +2,8 @@
 //! conversation with local members, and in-order, gap-free fan-out of bus events to connections.
 //!
 //! Locking: one `std::sync::Mutex` guards the maps; it is never held across an await. Deliveries
-//! are `try_send`s of pre-serialized frames (one `Utf8Bytes` shared by every receiving connection).
+//! are non-blocking pushes of pre-serialized frames (one `Utf8Bytes` shared by every receiving
+//! connection) onto each connection's `OutQueue`.
 
 use crate::outq::{OutQueue, Rejected};
 use crate::upstream::MessageStore;
@@ -41,13 +42,16 @@ pub struct ConnSignal {
 }
 
 impl ConnSignal {
-    pub fn close(&self, code: u16) {
+    /// Requests a close; true for the first request (later ones keep the first code).
+    pub fn close(&self, code: u16) -> bool {
         let mut c = self.close.lock().expect("signal lock");
-        if c.is_none() {
-            *c = Some(code);
-            self.notify.notify_waiters();
-            self.notify.notify_one();
+        if c.is_some() {
+            return false;
         }
+        *c = Some(code);
+        self.notify.notify_waiters();
+        self.notify.notify_one();
+        true
     }
     pub fn requested(&self) -> Option<u16> {
         *self.close.lock().expect("signal lock")
@@ -733,16 +737,15 @@ fn deliver_in_order(
 /// is three quarters full, keeping room for messages; an essential frame that finds the queue full
 /// closes the connection (4009): the client must reconnect and `sync`.
 fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
-    if !essential && c.queue.nearly_full() {
-        metrics::counter!("ws_frames_dropped_total").increment(1);
-        return;
-    }
-    match c.queue.try_push(frame) {
+    let limit = if essential { usize::MAX } else { c.queue.inessential_limit() };
+    match c.queue.try_push_below(frame, limit) {
         Ok(()) => {}
         Err(Rejected::Full(_)) => {
             if essential {
-                metrics::counter!("ws_slow_consumer_closes_total").increment(1);
-                c.signal.close(close::SLOW_READER);
+                // Counted once per connection, however many frames find its queue full meanwhile.
+                if c.signal.close(close::SLOW_READER) {
+                    metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+                }
             } else {
                 metrics::counter!("ws_frames_dropped_total").increment(1);
             }

@@ -42,11 +42,17 @@ impl OutQueue {
 
     /// Queues a frame without waiting.
     pub fn try_push(&self, frame: Utf8Bytes) -> Result<(), Rejected> {
+        self.try_push_below(frame, usize::MAX)
+    }
+
+    /// Queues a frame without waiting unless `limit` (or the capacity) frames already wait: one lock
+    /// for the check and the push.
+    pub fn try_push_below(&self, frame: Utf8Bytes, limit: usize) -> Result<(), Rejected> {
         let mut s = self.lock();
         if s.closed {
             return Err(Rejected::Closed);
         }
-        if s.frames.len() >= self.cap {
+        if s.frames.len() >= self.cap.min(limit) {
             return Err(Rejected::Full(frame));
         }
         s.frames.push_back(frame);
@@ -70,9 +76,10 @@ impl OutQueue {
         }
     }
 
-    /// More than three quarters full: inessential frames (typing, presence) are dropped.
-    pub fn nearly_full(&self) -> bool {
-        self.lock().frames.len() * 4 > self.cap * 3
+    /// The queue length from which inessential frames (typing, presence) are dropped: more than
+    /// three quarters full.
+    pub fn inessential_limit(&self) -> usize {
+        self.cap * 3 / 4 + 1
     }
 
     /// The next frame if one is queued (benchmarks drain with it).

@@ -13,6 +13,8 @@ pub struct Config {
     pub database: DbConfig,
     /// `BUS_URL`: where revocation events go.
     pub bus_url: Option<String>,
+    /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
+    pub bus_topic_prefix: String,
     pub limits: Limits,
 }
 
@@ -77,6 +79,7 @@ impl Config {
                 max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
             },
             bus_url: env_opt("BUS_URL"),
+            bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             limits: Limits::from_env()?,
         })
     }

@@ -119,7 +119,9 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
 
 /// Runs the service until `shutdown`: public and internal routes on `listen`, admin on `admin_listen`.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let state = build(cfg.database.clone(), cfg.limits.clone(), bus.clone()).await?;
     spawn_background(&state);
     let mut checks = ready_checks(&state);

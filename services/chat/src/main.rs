@@ -23,7 +23,11 @@ struct Config {
     database_url: Option<String>,
     /// `BUS_URL`: redis:// to use Redis instead of the in-process bus.
     bus_url: Option<String>,
+    /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
+    bus_topic_prefix: String,
     db_max_connections: u32,
+    /// `MESSAGE_STORE_GROUP_COMMIT`: sends per PostgreSQL transaction at most.
+    group_commit: usize,
     auth: chat_auth::Limits,
     edge: chat_ws_edge::Limits,
 }
@@ -36,7 +40,9 @@ impl Config {
             data_dir: PathBuf::from(env_or("CHAT_DATA_DIR", "./data")),
             database_url: env_opt("DATABASE_URL"),
             bus_url: env_opt("BUS_URL"),
+            bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             db_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
+            group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", chat_message_store::config::GROUP_COMMIT)?,
             auth: chat_auth::Limits::from_env()?,
             edge: chat_ws_edge::Limits::from_env()?,
         })
@@ -133,14 +139,16 @@ async fn import_django(cfg: &Config) -> ExitCode {
 }
 
 async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = chat_bus::Bus::connect(cfg.bus_url.as_deref()).await?;
+    let bus = chat_bus::Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await?;
     let auth = chat_auth::build(cfg.db("auth"), cfg.auth.clone(), bus.clone()).await?;
     chat_auth::spawn_background(&auth);
     // One verifier for the whole process: it reads auth's keys directly and learns revocations
     // the moment auth records them.
     let verifier = auth.verifier.clone();
     let directory = Arc::new(adapters::LocalDirectory(auth.store.clone()));
-    let store = chat_message_store::build(&cfg.db("messages"), bus.clone(), verifier.clone(), directory).await?;
+    let store =
+        chat_message_store::build(&cfg.db("messages"), cfg.group_commit, bus.clone(), verifier.clone(), directory)
+            .await?;
     let presence_store = match &cfg.bus_url {
         Some(u) if u.starts_with("redis") => Some(u.as_str()),
         _ => None,

@@ -12,9 +12,16 @@ pub struct Config {
     pub database: DbConfig,
     /// `BUS_URL`: where committed events are published.
     pub bus_url: Option<String>,
+    /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
+    pub bus_topic_prefix: String,
     /// `AUTH_URL`: the auth service (JWKS for tokens, user lookups).
     pub auth_url: String,
+    /// `MESSAGE_STORE_GROUP_COMMIT`: the most concurrent sends stored in one PostgreSQL transaction.
+    pub group_commit: usize,
 }
+
+/// Default of `MESSAGE_STORE_GROUP_COMMIT`.
+pub const GROUP_COMMIT: usize = 128;
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -27,7 +34,9 @@ impl Config {
                 max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 20)?,
             },
             bus_url: env_opt("BUS_URL"),
+            bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+            group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", GROUP_COMMIT)?,
         })
     }
 }

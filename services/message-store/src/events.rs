@@ -13,8 +13,12 @@ pub struct OutboxEvent {
 
 /// The event carries the trace of the change that produced it, so delivery joins that trace.
 fn event(topic: String, header: &EventHeader, frame: &ServerEvent) -> OutboxEvent {
+    event_in(topic, header, frame, chat_telemetry::current_traceparent())
+}
+
+fn event_in(topic: String, header: &EventHeader, frame: &ServerEvent, traceparent: Option<String>) -> OutboxEvent {
     let mut header = header.clone();
-    header.traceparent = chat_telemetry::current_traceparent();
+    header.traceparent = traceparent;
     header.at = Some(chat_protocol::Timestamp::now().0);
     let bytes = Envelope::encode(&header, &frame.to_json());
     // Header and frame are both JSON, hence UTF-8.
@@ -22,11 +26,16 @@ fn event(topic: String, header: &EventHeader, frame: &ServerEvent) -> OutboxEven
 }
 
 pub fn message_created(m: &Message) -> OutboxEvent {
+    message_created_in(m, chat_telemetry::current_traceparent())
+}
+
+/// `message_created` for a message stored outside its request's span (group commit).
+pub fn message_created_in(m: &Message, traceparent: Option<String>) -> OutboxEvent {
     let mut h = EventHeader::new(EventKind::Message);
     h.conversation_id = Some(m.conversation_id);
     h.seq = Some(m.seq);
     h.user_id = Some(m.sender_id);
-    event(topics::conversation(m.conversation_id), &h, &ServerEvent::Message { message: m.clone() })
+    event_in(topics::conversation(m.conversation_id), &h, &ServerEvent::Message { message: m.clone() }, traceparent)
 }
 
 pub fn message_updated(m: &Message) -> OutboxEvent {

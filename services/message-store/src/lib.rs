@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod routes;
 pub mod service;
 pub mod store;
+pub mod writer;
 
 pub use config::Config;
 pub use error::Error;
@@ -29,6 +30,8 @@ static MIGRATIONS_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations
 pub struct AppState {
     pub store: store::Store,
     pub outbox: outbox::Outbox,
+    /// Sends go through the writer: batched on PostgreSQL (group commit).
+    pub writer: writer::Writer,
     pub verifier: Arc<Verifier>,
     pub directory: Arc<dyn UserDirectory>,
 }
@@ -39,9 +42,11 @@ impl FromRef<AppState> for Arc<Verifier> {
     }
 }
 
-/// Connects and migrates the database and starts the outbox relay.
+/// Connects and migrates the database and starts the outbox relay and the writers. `group_commit`
+/// is the most sends one transaction stores (`MESSAGE_STORE_GROUP_COMMIT`; 1 stores each alone).
 pub async fn build(
     db: &chat_db::DbConfig,
+    group_commit: usize,
     bus: Bus,
     verifier: Arc<Verifier>,
     directory: Arc<dyn UserDirectory>,
@@ -50,7 +55,8 @@ pub async fn build(
     db.spawn_pool_metrics("message-store");
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
-    Ok(AppState { store, outbox, verifier, directory })
+    let writer = writer::Writer::start(store.clone(), group_commit);
+    Ok(AppState { store, outbox, writer, verifier, directory })
 }
 
 /// The store alone, migrated (for `chat import-django`, which writes history without running the service).
@@ -83,13 +89,15 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
 
 /// Runs the service until `shutdown`.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(|e| Error::Internal(e.to_string()))?;
+    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
     let directory = Arc::new(directory::HttpDirectory::new(&auth));
-    let state = build(&cfg.database, bus.clone(), verifier, directory).await?;
+    let state = build(&cfg.database, cfg.group_commit, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
     checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));

@@ -117,7 +117,7 @@ pub async fn send(
     check_new_message(body, client_msg_id)?;
     // Membership is checked inside the insert's transaction (Sent::NotMember).
     let start = std::time::Instant::now();
-    let r = s.store.insert_message(cid, caller, body, client_msg_id).await.map_err(db)?;
+    let r = s.writer.insert(cid, caller, body, client_msg_id).await.map_err(db)?;
     metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
     match r {
         Sent::Created(m) => {

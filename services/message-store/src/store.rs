@@ -39,6 +39,58 @@ pub enum Sent {
     NotMember,
 }
 
+/// A message to store with `insert_messages`.
+pub struct NewMessage {
+    pub cid: Uuid,
+    pub sender: Uuid,
+    pub body: String,
+    pub client_msg_id: Option<String>,
+    /// The trace of the request that sent it (the batch runs outside that request's span).
+    pub traceparent: Option<String>,
+}
+
+/// Why a batch failed: before its commit nothing was stored and each message may be retried alone;
+/// a failed commit leaves the outcome unknown (clients retry with their `client_msg_id`).
+#[derive(Debug)]
+pub enum BatchError {
+    BeforeCommit(sqlx::Error),
+    Commit(sqlx::Error),
+}
+
+/// The batch's one statement: members-only and not-yet-stored inputs get consecutive seqs per
+/// conversation (in input order), are inserted, and move their sender's read position. The `locked`
+/// CTE takes the conversation row locks in id order before the `UPDATE` needs them.
+const GROUP_INSERT: &str = "\
+WITH input AS (
+    SELECT * FROM json_to_recordset($1::json)
+        AS t(ord bigint, id text, cid text, sender text, body text, cmid text)
+), ok AS (
+    SELECT i.* FROM input i
+    WHERE EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = i.cid AND m.user_id = i.sender)
+      AND (i.cmid IS NULL OR NOT EXISTS (
+          SELECT 1 FROM messages x
+          WHERE x.conversation_id = i.cid AND x.sender_id = i.sender AND x.client_msg_id = i.cmid))
+), counts AS (
+    SELECT cid, count(*) AS n FROM ok GROUP BY cid
+), locked AS (
+    SELECT c.id FROM conversations c WHERE c.id IN (SELECT cid FROM counts) ORDER BY c.id FOR UPDATE
+), bumped AS (
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_activity = $2
+    FROM counts WHERE c.id = counts.cid AND c.id IN (SELECT id FROM locked)
+    RETURNING c.id, c.last_seq, counts.n
+), numbered AS (
+    SELECT ok.*, b.last_seq - b.n + row_number() OVER (PARTITION BY ok.cid ORDER BY ok.ord) AS seq
+    FROM ok JOIN bumped b ON b.id = ok.cid
+), inserted AS (
+    INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, created_at)
+    SELECT id, cid, seq, sender, body, cmid, $2 FROM numbered
+), reads AS (
+    UPDATE members m SET last_read_seq = r.seq
+    FROM (SELECT cid, sender, max(seq) AS seq FROM numbered GROUP BY cid, sender) r
+    WHERE m.conversation_id = r.cid AND m.user_id = r.sender AND m.last_read_seq < r.seq
+)
+SELECT ord, seq FROM numbered";
+
 /// Which page of history.
 #[derive(Debug, Clone, Copy)]
 pub enum Page {
@@ -458,6 +510,88 @@ impl Store {
         insert_outbox(&mut tx, &events::message_created(&m)).await?;
         tx.commit().await?;
         Ok(Sent::Created(m))
+    }
+
+    /// Group commit (PostgreSQL only): stores a batch of new messages in one transaction, in four
+    /// round trips and one fsync however many there are. Returns, per input, the stored message, or
+    /// None when nothing was stored for it (the sender is not a member, or its `client_msg_id` is
+    /// already stored: the caller tells those apart with `by_client_msg_id`). Inputs must not repeat a
+    /// (conversation, sender, client_msg_id). Conversation rows are locked in id order, so concurrent
+    /// batches (other writers, other replicas) wait for each other instead of deadlocking.
+    pub async fn insert_messages(&self, batch: &[&NewMessage]) -> Result<Vec<Option<Message>>, BatchError> {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            ord: usize,
+            id: String,
+            cid: String,
+            sender: String,
+            body: &'a str,
+            cmid: Option<&'a str>,
+        }
+        let now = Timestamp::now();
+        let ids: Vec<Uuid> = batch.iter().map(|_| Uuid::now_v7()).collect();
+        let input: Vec<Row<'_>> = batch
+            .iter()
+            .zip(&ids)
+            .enumerate()
+            .map(|(ord, (n, id))| Row {
+                ord,
+                id: id.to_string(),
+                cid: n.cid.to_string(),
+                sender: n.sender.to_string(),
+                body: &n.body,
+                cmid: n.client_msg_id.as_deref(),
+            })
+            .collect();
+        let input =
+            serde_json::to_string(&input).map_err(|e| BatchError::BeforeCommit(sqlx::Error::Encode(e.into())))?;
+        let mut tx = self.db.pool.begin().await.map_err(BatchError::BeforeCommit)?;
+        let rows = sqlx::query(GROUP_INSERT).bind(input).bind(now.0).fetch_all(&mut *tx).await;
+        let rows = rows.map_err(BatchError::BeforeCommit)?;
+        let mut out: Vec<Option<Message>> = batch.iter().map(|_| None).collect();
+        for r in &rows {
+            let ord = r.try_get::<i64, _>("ord").map_err(BatchError::BeforeCommit)? as usize;
+            let seq: i64 = r.try_get("seq").map_err(BatchError::BeforeCommit)?;
+            let (Some(n), Some(slot)) = (batch.get(ord), out.get_mut(ord)) else { continue };
+            *slot = Some(Message {
+                id: ids[ord],
+                conversation_id: n.cid,
+                seq,
+                sender_id: n.sender,
+                body: Some(n.body.clone()),
+                client_msg_id: n.client_msg_id.clone(),
+                created_at: now,
+                edited_at: None,
+                deleted_at: None,
+            });
+        }
+        // The events, in input order: within a conversation that is seq order, so the outbox (and the
+        // bus) carries them in seq order too.
+        let events: Vec<OutboxEvent> = batch
+            .iter()
+            .zip(&out)
+            .filter_map(|(n, m)| m.as_ref().map(|m| events::message_created_in(m, n.traceparent.clone())))
+            .collect();
+        if !events.is_empty() {
+            let rows: Vec<serde_json::Value> = events
+                .iter()
+                .enumerate()
+                .map(|(ord, e)| serde_json::json!({"ord": ord, "topic": e.topic, "payload": e.payload}))
+                .collect();
+            // Ids are taken in `ord` order: the relay publishes by id.
+            sqlx::query(
+                "INSERT INTO outbox (topic, payload, created_at) \
+                 SELECT topic, payload, $2 FROM json_to_recordset($1::json) \
+                 AS t(ord bigint, topic text, payload text) ORDER BY ord",
+            )
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(BatchError::BeforeCommit)?;
+        }
+        tx.commit().await.map_err(BatchError::Commit)?;
+        Ok(out)
     }
 
     /// A page of history, ascending, and whether more exist beyond it in the paging direction.

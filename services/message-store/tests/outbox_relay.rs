@@ -26,7 +26,7 @@ async fn every_committed_event_is_published_once_under_concurrent_commits() {
     });
     db.migrate(&PG, &SQLITE).await.unwrap();
     let store = Store::new(db);
-    let bus = Bus::connect(None).await.unwrap();
+    let bus = Bus::connect(None, "").await.unwrap();
     const CONVS: usize = 12;
     const PER_CONV: i64 = 60;
     let mut convs = Vec::new();

@@ -29,6 +29,8 @@ pub struct Config {
     pub admin_listen: String,
     /// `BUS_URL`: where transitions are published.
     pub bus_url: Option<String>,
+    /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
+    pub bus_topic_prefix: String,
     /// `AUTH_URL`: JWKS for verifying callers.
     pub auth_url: String,
     /// `PRESENCE_STORE_URL`: `redis://…` (shared by replicas) or `memory://` (one replica only).
@@ -44,6 +46,7 @@ impl Config {
             listen: env_or("PRESENCE_LISTEN", "127.0.0.1:8083"),
             admin_listen: env_or("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083"),
             bus_url: env_opt("BUS_URL"),
+            bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
             store_url: env_opt("PRESENCE_STORE_URL"),
             key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
@@ -233,7 +236,7 @@ pub async fn apply_report(s: &AppState, edge: &str, r: &Report) -> Result<(), St
 }
 
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
+    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);

@@ -54,7 +54,7 @@ fn fanout(c: &mut Criterion) {
             socket_send_buffer: 0,
         };
         let (edge, mut regs) = rt.block_on(async {
-            let bus = chat_bus::Bus::connect(None).await.unwrap();
+            let bus = chat_bus::Bus::connect(None, "").await.unwrap();
             let verifier = Verifier::new(KeySource::Url("http://127.0.0.1:9/unused".into()));
             let store = Arc::new(OneConversation(cid, users.clone()));
             let edge = chat_ws_edge::build("bench", limits, bus, verifier, store, Arc::new(NoPresence)).await;

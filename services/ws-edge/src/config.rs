@@ -11,6 +11,8 @@ pub struct Config {
     pub admin_listen: String,
     /// `BUS_URL`.
     pub bus_url: Option<String>,
+    /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
+    pub bus_topic_prefix: String,
     /// `AUTH_URL`, `MESSAGE_STORE_URL`, `PRESENCE_URL`: the services this edge calls.
     pub auth_url: String,
     pub message_store_url: String,
@@ -57,6 +59,7 @@ impl Config {
             listen: env_or("WS_EDGE_LISTEN", "127.0.0.1:8084"),
             admin_listen: env_or("WS_EDGE_ADMIN_LISTEN", "127.0.0.1:9084"),
             bus_url: env_opt("BUS_URL"),
+            bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
             message_store_url: env_or("MESSAGE_STORE_URL", "http://127.0.0.1:8082"),
             presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:8083"),

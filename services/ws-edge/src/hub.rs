@@ -213,9 +213,15 @@ impl Hub {
         Ok(Registration { id, queue, signal })
     }
 
-    async fn subscribe(self: &Arc<Self>, cids: &[Uuid]) {
-        if !cids.is_empty() {
-            self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()).await;
+    /// Asks for the conversations' topics now (in order with unsubscriptions); the future completes
+    /// once they are live.
+    fn subscribe(&self, cids: &[Uuid]) -> impl Future<Output = ()> + Send + 'static {
+        let confirmed =
+            (!cids.is_empty()).then(|| self.subs.subscribe(cids.iter().map(|c| topics::conversation(*c)).collect()));
+        async move {
+            if let Some(c) = confirmed {
+                c.await
+            }
         }
     }
 
@@ -456,7 +462,7 @@ impl Hub {
                     }
                 }
             }
-            EventKind::Conversation => self.on_conversation(h, frame).await,
+            EventKind::Conversation => self.on_conversation(h, frame),
             EventKind::SessionRevoked => {
                 if let Some(sid) = h.session_id {
                     self.verifier.revoke(sid, h.until.unwrap_or(chat_authn::now_secs() + 86_400));
@@ -587,7 +593,7 @@ impl Hub {
         });
     }
 
-    async fn on_conversation(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
+    fn on_conversation(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {
         let Some(cid) = h.conversation_id else { return };
         let last_seq = h.seq.unwrap_or(0);
         let (new_topics, gone) = {
@@ -628,10 +634,19 @@ impl Hub {
         if !gone.is_empty() {
             self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
         }
-        self.subscribe(&new_topics).await;
-        for cid in new_topics {
-            self.start_catch_up(cid);
+        if new_topics.is_empty() {
+            return;
         }
+        // The dispatcher must not wait for the subscription: the stream feeding it may be blocked
+        // on the dispatcher's full channel. The catch-up starts once the topics are live.
+        let confirmed = self.subscribe(&new_topics);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            confirmed.await;
+            for cid in new_topics {
+                hub.start_catch_up(cid);
+            }
+        });
     }
 }
 

@@ -163,7 +163,7 @@ impl Edge {
 
 /// Runs the service until `shutdown`, then drains.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref()).await.map_err(std::io::Error::other)?;
+    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, Duration::from_secs(2));

@@ -44,7 +44,7 @@ impl Presence for Counting {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sessions_are_reported_in_batches() {
-    let bus = chat_bus::Bus::connect(None).await.unwrap();
+    let bus = chat_bus::Bus::connect(None, "").await.unwrap();
     let presence = Arc::new(Counting::default());
     let limits = chat_ws_edge::Limits {
         heartbeat: Duration::from_secs(60),

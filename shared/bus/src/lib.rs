@@ -20,6 +20,8 @@ pub enum BusError {
     Unavailable(String),
     #[error("unsupported bus URL {0:?} (expected memory://, redis:// or nats://)")]
     BadUrl(String),
+    #[error("bad topic prefix {0:?} (letters, digits, '.', '_', '-'; at most 64)")]
+    BadPrefix(String),
 }
 
 /// Something the subscription stream yields.
@@ -36,7 +38,14 @@ pub enum Delivery {
 
 /// A bus handle: cheap to clone, shared by every task of a service.
 #[derive(Clone)]
-pub enum Bus {
+pub struct Bus {
+    backend: Backend,
+    /// Put before every topic (`BUS_TOPIC_PREFIX`): deployments (or tests) sharing a broker stay apart.
+    prefix: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Backend {
     Memory(memory::MemoryBus),
     Redis(redis_bus::RedisBus),
     Nats(nats_bus::NatsBus),
@@ -45,35 +54,52 @@ pub enum Bus {
 /// Bound on one publish: past it the caller (the outbox) keeps the event and retries later.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The prefix must be usable in a NATS subject and a Redis channel alike.
+fn check_prefix(prefix: &str) -> Result<(), BusError> {
+    let ok = prefix.len() <= 64
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !prefix.starts_with('.')
+        && !prefix.contains("..");
+    if ok { Ok(()) } else { Err(BusError::BadPrefix(prefix.to_string())) }
+}
+
 impl Bus {
-    /// `None`, empty or `memory://` selects the in-process bus.
-    pub async fn connect(url: Option<&str>) -> Result<Bus, BusError> {
-        match url.map(str::trim).filter(|u| !u.is_empty()) {
-            None => Ok(Bus::Memory(memory::MemoryBus::default())),
-            Some(u) if u.starts_with("memory:") => Ok(Bus::Memory(memory::MemoryBus::default())),
+    /// `None`, empty or `memory://` selects the in-process bus. `topic_prefix` (often empty) is put
+    /// before every topic this handle publishes or subscribes.
+    pub async fn connect(url: Option<&str>, topic_prefix: &str) -> Result<Bus, BusError> {
+        check_prefix(topic_prefix)?;
+        let backend = match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Backend::Memory(memory::MemoryBus::default()),
+            Some(u) if u.starts_with("memory:") => Backend::Memory(memory::MemoryBus::default()),
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                Ok(Bus::Redis(redis_bus::RedisBus::new(u)?))
+                Backend::Redis(redis_bus::RedisBus::new(u)?)
             }
             Some(u) if u.starts_with("nats://") || u.starts_with("tls://") => {
-                Ok(Bus::Nats(nats_bus::NatsBus::connect(u).await?))
+                Backend::Nats(nats_bus::NatsBus::connect(u).await?)
             }
-            Some(u) => Err(BusError::BadUrl(u.to_string())),
-        }
+            Some(u) => return Err(BusError::BadUrl(u.to_string())),
+        };
+        Ok(Bus { backend, prefix: Arc::from(topic_prefix) })
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Bus::Memory(_) => "memory",
-            Bus::Redis(_) => "redis",
-            Bus::Nats(_) => "nats",
+        match &self.backend {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+            Backend::Nats(_) => "nats",
         }
     }
 
+    fn topic<'a>(&self, topic: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.prefix.is_empty() { topic.into() } else { format!("{}{topic}", self.prefix).into() }
+    }
+
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
-        let r = match self {
-            Bus::Memory(m) => m.publish(topic, payload).await,
-            Bus::Redis(r) => r.publish(topic, payload).await,
-            Bus::Nats(n) => n.publish(topic, payload).await,
+        let topic = self.topic(topic);
+        let r = match &self.backend {
+            Backend::Memory(m) => m.publish(&topic, payload).await,
+            Backend::Redis(r) => r.publish(&topic, payload).await,
+            Backend::Nats(n) => n.publish(&topic, payload).await,
         };
         match &r {
             Ok(()) => metrics::counter!("bus_published_total").increment(1),
@@ -85,10 +111,15 @@ impl Bus {
     /// Publishes several messages in order with one round trip where the broker allows it (a Redis
     /// pipeline, one NATS flush). All or error: after an error any prefix may have gone out, so the
     /// caller retries the whole batch (at-least-once; receivers de-duplicate by seq).
-    pub async fn publish_batch(&self, items: Vec<(String, Bytes)>) -> Result<(), BusError> {
+    pub async fn publish_batch(&self, mut items: Vec<(String, Bytes)>) -> Result<(), BusError> {
         let n = items.len() as u64;
-        let r = match self {
-            Bus::Memory(m) => {
+        if !self.prefix.is_empty() {
+            for (t, _) in &mut items {
+                t.insert_str(0, &self.prefix);
+            }
+        }
+        let r = match &self.backend {
+            Backend::Memory(m) => {
                 let mut r = Ok(());
                 for (topic, payload) in items {
                     r = m.publish(&topic, payload).await;
@@ -98,8 +129,8 @@ impl Bus {
                 }
                 r
             }
-            Bus::Redis(r) => r.publish_batch(items).await,
-            Bus::Nats(c) => c.publish_batch(items).await,
+            Backend::Redis(r) => r.publish_batch(items).await,
+            Backend::Nats(c) => c.publish_batch(items).await,
         };
         match &r {
             Ok(()) => metrics::counter!("bus_published_total").increment(n),
@@ -110,29 +141,35 @@ impl Bus {
 
     /// Whether the broker answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), BusError> {
-        match self {
-            Bus::Memory(_) => Ok(()),
-            Bus::Redis(r) => r.ping().await,
-            Bus::Nats(n) => n.ping().await,
+        match &self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(r) => r.ping().await,
+            Backend::Nats(n) => n.ping().await,
         }
     }
 
     /// A new subscription stream with room for `buffer` undelivered messages.
     pub fn subscriber(&self, buffer: usize) -> (Subscriptions, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(buffer);
-        let subs = match self {
-            Bus::Memory(m) => Subscriptions::Memory(m.subscriber(tx)),
-            Bus::Redis(r) => Subscriptions::Redis(r.subscriber(tx)),
-            Bus::Nats(n) => Subscriptions::Nats(n.subscriber(tx)),
+        let subs = match &self.backend {
+            Backend::Memory(m) => SubsBackend::Memory(m.subscriber(tx)),
+            Backend::Redis(r) => SubsBackend::Redis(r.subscriber(tx)),
+            Backend::Nats(n) => SubsBackend::Nats(n.subscriber(tx)),
         };
-        (subs, rx)
+        (Subscriptions { backend: subs, prefix: self.prefix.clone() }, rx)
     }
 }
 
 /// Controls which topics a subscription stream receives. Cloneable; the stream lives until
 /// every clone is dropped.
 #[derive(Clone)]
-pub enum Subscriptions {
+pub struct Subscriptions {
+    backend: SubsBackend,
+    prefix: Arc<str>,
+}
+
+#[derive(Clone)]
+enum SubsBackend {
     Memory(memory::MemorySubscriptions),
     Redis(redis_bus::RedisSubscriptions),
     Nats(nats_bus::NatsSubscriptions),
@@ -144,21 +181,42 @@ pub(crate) enum Control {
 }
 
 impl Subscriptions {
-    /// Returns once the broker has confirmed (or, while it is down, once the topics are recorded for
-    /// the resubscription that follows reconnecting).
-    pub async fn subscribe(&self, topics: Vec<String>) {
-        match self {
-            Subscriptions::Memory(m) => m.subscribe(topics),
-            Subscriptions::Redis(r) => r.subscribe(topics).await,
-            Subscriptions::Nats(n) => n.subscribe(topics).await,
+    fn topics(&self, mut topics: Vec<String>) -> Vec<String> {
+        if !self.prefix.is_empty() {
+            for t in &mut topics {
+                t.insert_str(0, &self.prefix);
+            }
+        }
+        topics
+    }
+
+    /// Asks for `topics` now, in order with earlier and later (un)subscriptions of this stream; the
+    /// returned future completes once the broker has confirmed (or, while it is down, once the topics
+    /// are recorded for the resubscription that follows reconnecting). Holding no borrow, it can be
+    /// awaited elsewhere, so a bus dispatcher never waits for its own stream.
+    pub fn subscribe(&self, topics: Vec<String>) -> impl Future<Output = ()> + Send + 'static {
+        let topics = self.topics(topics);
+        let confirmed = match &self.backend {
+            SubsBackend::Memory(m) => {
+                m.subscribe(topics);
+                None
+            }
+            SubsBackend::Redis(r) => r.subscribe(topics),
+            SubsBackend::Nats(n) => n.subscribe(topics),
+        };
+        async move {
+            if let Some(rx) = confirmed {
+                let _ = rx.await;
+            }
         }
     }
 
     pub fn unsubscribe(&self, topics: Vec<String>) {
-        match self {
-            Subscriptions::Memory(m) => m.unsubscribe(topics),
-            Subscriptions::Redis(r) => r.unsubscribe(topics),
-            Subscriptions::Nats(n) => n.unsubscribe(topics),
+        let topics = self.topics(topics);
+        match &self.backend {
+            SubsBackend::Memory(m) => m.unsubscribe(topics),
+            SubsBackend::Redis(r) => r.unsubscribe(topics),
+            SubsBackend::Nats(n) => n.unsubscribe(topics),
         }
     }
 }

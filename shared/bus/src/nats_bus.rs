@@ -83,11 +83,10 @@ pub struct NatsSubscriptions {
 }
 
 impl NatsSubscriptions {
-    pub(crate) async fn subscribe(&self, topics: Vec<String>) {
+    /// Queues the subscription; the receiver hears when it is in effect.
+    pub(crate) fn subscribe(&self, topics: Vec<String>) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
-        if self.ctl.send(Control::Subscribe(topics, tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.ctl.send(Control::Subscribe(topics, tx)).is_ok().then_some(rx)
     }
     pub(crate) fn unsubscribe(&self, topics: Vec<String>) {
         let _ = self.ctl.send(Control::Unsubscribe(topics));

@@ -87,11 +87,10 @@ pub struct RedisSubscriptions {
 }
 
 impl RedisSubscriptions {
-    pub(crate) async fn subscribe(&self, topics: Vec<String>) {
+    /// Queues the subscription; the receiver hears when it is in effect.
+    pub(crate) fn subscribe(&self, topics: Vec<String>) -> Option<oneshot::Receiver<()>> {
         let (tx, rx) = oneshot::channel();
-        if self.ctl.send(Control::Subscribe(topics, tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.ctl.send(Control::Subscribe(topics, tx)).is_ok().then_some(rx)
     }
     pub(crate) fn unsubscribe(&self, topics: Vec<String>) {
         let _ = self.ctl.send(Control::Unsubscribe(topics));
@@ -109,6 +108,9 @@ async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<
         let (mut sink, mut stream) = match pubsub {
             Ok(Ok(p)) => p.split(),
             _ => {
+                // Subscriptions asked for meanwhile are confirmed without being live: the connection
+                // that follows must be reported as a resubscription even if it is the first.
+                first = false;
                 // While down, keep recording subscription changes so the resubscription is exact.
                 let sleep = tokio::time::sleep(backoff);
                 tokio::pin!(sleep);

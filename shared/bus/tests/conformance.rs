@@ -35,7 +35,7 @@ async fn bus(kind: &str) -> Bus {
         }
         _ => unreachable!(),
     };
-    Bus::connect(Some(&url)).await.expect("bus connects")
+    Bus::connect(Some(&url), "").await.expect("bus connects")
 }
 
 async fn next_message(rx: &mut mpsc::Receiver<Delivery>) -> (String, Bytes) {
@@ -229,7 +229,7 @@ impl Drop for Server {
 /// stream reports `Resubscribed`, and every subscription works again.
 async fn survives_restart(kind: &'static str) {
     let mut server = Server::start(kind);
-    let bus = Bus::connect(Some(&server.url())).await.unwrap();
+    let bus = Bus::connect(Some(&server.url()), "").await.unwrap();
     let t = topic("restart");
     let (subs, mut rx) = bus.subscriber(64);
     subs.subscribe(vec![t.clone()]).await;

@@ -343,6 +343,8 @@ impl Cluster {
         let auth_url = format!("http://{auth}");
         let common = |mut v: Vec<(&'static str, String)>| {
             v.push(("BUS_URL", bus_url.to_string()));
+            // Clusters share the machine's broker: their topics must not meet.
+            v.push(("BUS_TOPIC_PREFIX", format!("{id}.")));
             v.push(("AUTH_URL", auth_url.clone()));
             v.extend(extra.iter().cloned());
             v

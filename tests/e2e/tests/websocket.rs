@@ -441,14 +441,19 @@ async fn slow_reader_closed_4009(t: &Target) {
     fast_ws.next(WAIT).await;
     let total = 600;
     let path = format!("/v1/conversations/{cid}/messages");
+    // 600 frames of ~1.2 KB: far more than the slow reader's queue (64) and socket buffers hold. The
+    // sender stays at most 24 messages ahead of the fast reader, so however loaded the machine, the
+    // fast reader's queue never nears its limit.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    // 600 frames of ~1.2 KB from one sequential sender: far more than the slow reader's queue (64)
-    // and socket buffers hold, at a pace the fast reader keeps up with even on a loaded machine.
-    for k in 0..1 {
-        let (api, sender, path) = (api.clone(), sender.clone(), path.clone());
+    {
+        let (api, sender, path, received) = (api.clone(), sender.clone(), path.clone(), received.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..total {
-                let body = format!("{k}-{i} {}", "x".repeat(1000));
+                while i >= received.load(std::sync::atomic::Ordering::Acquire) + 24 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let body = format!("{i} {}", "x".repeat(1000));
                 api.call("POST", &path, Some(&sender.token), Some(json!({"body": body}))).await;
             }
         }));
@@ -458,6 +463,7 @@ async fn slow_reader_closed_4009(t: &Target) {
         let v = fast_ws.wait_for(Duration::from_secs(30), |v| v["type"] == "message").await;
         assert!(v["message"]["seq"].as_i64().unwrap() > 0);
         got += 1;
+        received.store(got, std::sync::atomic::Ordering::Release);
     }
     for t in tasks {
         t.await.unwrap();

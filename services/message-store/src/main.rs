@@ -1,6 +1,10 @@
-//! `chat-message-store`: the auth service binary.
+//! `chat-message-store`: the message-store service binary.
 
 use std::process::ExitCode;
+
+// Per-request allocations dominate glibc malloc's profile under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -29,6 +29,7 @@ impl Outbox {
 
 async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
     let mut backoff = Duration::from_millis(50);
+    let mut depth_at: Option<std::time::Instant> = None;
     loop {
         let r = store
             .relay_outbox(256, |items: Vec<(String, String)>| {
@@ -74,8 +75,13 @@ async fn relay(store: Store, bus: Bus, wake: Arc<Notify>) {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
-        if let Ok(depth) = store.outbox_depth().await {
-            metrics::gauge!("outbox_depth").set(depth as f64);
+        // Counting the table costs a scan: once a second is enough for a gauge, and keeps the count
+        // off the path between a commit and its publish.
+        if depth_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            depth_at = Some(std::time::Instant::now());
+            if let Ok(depth) = store.outbox_depth().await {
+                metrics::gauge!("outbox_depth").set(depth as f64);
+            }
         }
     }
 }

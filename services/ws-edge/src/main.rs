@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+// Per-request allocations dominate glibc malloc's profile under load (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cfg = match chat_ws_edge::Config::from_env() {

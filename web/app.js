@@ -25,6 +25,7 @@ const state = {
   ws: null,
   connected: false,
   pending: new Map(), // frame id → {cid, body, client_msg_id}
+  editing: null, // {id, draft, focused}: an open edit, kept across re-renders
   nextId: 1,
   typingSent: 0,
   typingStop: null,
@@ -271,9 +272,12 @@ function renderMessages(toBottom) {
       el("div", { class: "meta" }, el("strong", {}, mine ? "You" : nameOf(m.sender_id)), el("time", { datetime: m.created_at }, formatTime(m.created_at)), m.edited_at && !deleted ? "(edited)" : null),
       el("div", { class: "body" }, deleted ? "message deleted" : m.body),
     );
-    if (mine && !deleted) {
+    if (mine && !deleted && state.editing?.id === m.id) {
+      // Live events re-render the list: an open edit survives them, draft and focus included.
+      li.querySelector(".body").replaceWith(editForm(m));
+    } else if (mine && !deleted) {
       li.append(el("div", { class: "actions" },
-        el("button", { type: "button", class: "link", "aria-label": "Edit message", onclick: () => editMessage(li, m) }, "Edit"),
+        el("button", { type: "button", class: "link", "aria-label": "Edit message", onclick: () => editMessage(m) }, "Edit"),
         el("button", { type: "button", class: "link", "aria-label": "Delete message", onclick: () => deleteMessage(m) }, "Delete")));
     }
     if (m === lastMine) {
@@ -320,18 +324,31 @@ function markRead() {
   renderConversations();
 }
 
-function editMessage(li, m) {
+function editMessage(m) {
+  state.editing = { id: m.id, draft: m.body, focused: true };
+  renderMessages(false);
+}
+
+function editForm(m) {
+  const editing = state.editing;
   const input = el("textarea", { "aria-label": "Edited message", maxlength: "4000" });
-  input.value = m.body;
+  input.value = editing.draft;
+  input.addEventListener("input", () => { editing.draft = input.value; });
+  input.addEventListener("focus", () => { editing.focused = true; });
+  input.addEventListener("blur", () => { editing.focused = false; });
+  const cancel = () => { state.editing = null; renderMessages(false); };
   const form = el("form", { class: "edit" }, input,
-    el("div", { class: "row" }, el("button", { type: "submit" }, "Save"), el("button", { type: "button", class: "secondary", onclick: () => renderMessages(false) }, "Cancel")));
+    el("div", { class: "row" }, el("button", { type: "submit" }, "Save"), el("button", { type: "button", class: "secondary", onclick: cancel }, "Cancel")));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const updated = await api("PATCH", `/v1/conversations/${m.conversation_id}/messages/${m.id}`, { body: input.value }).catch((err) => alert(err.message));
-    if (updated) applyMessage(updated);
+    const updated = await api("PATCH", `/v1/conversations/${m.conversation_id}/messages/${m.id}`, { body: editing.draft }).catch((err) => alert(err.message));
+    if (updated) {
+      if (state.editing === editing) state.editing = null;
+      applyMessage(updated);
+    }
   });
-  li.querySelector(".body").replaceWith(form);
-  input.focus();
+  if (editing.focused) queueMicrotask(() => input.focus());
+  return form;
 }
 
 async function deleteMessage(m) {

@@ -43,6 +43,7 @@ pub fn internal(state: AppState) -> Router {
         .route("/internal/v1/ready", get(|| async { "ok" }))
         .route("/internal/v1/users/{uid}/conversations", get(user_conversations))
         .route("/internal/v1/conversations/{cid}/messages", post(internal_send).get(internal_history))
+        .route("/internal/v1/messages/batch", post(internal_send_batch))
         .route("/internal/v1/conversations/{cid}/read", post(internal_read))
         .route("/internal/v1/legacy/conversations/{legacy_id}", get(legacy_conversation))
         .with_state(state)
@@ -306,6 +307,44 @@ async fn internal_send(
 ) -> ApiResult<impl IntoResponse> {
     let cid = path_uuid(&cid)?;
     Ok(sent(service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
+}
+
+/// Sends per batch request at most: 32 of the longest bodies stay under the 1 MiB body limit.
+pub const MAX_SEND_BATCH: usize = 32;
+
+/// An edge's concurrent sends in one request: each is stored as if sent alone (all of them reach the
+/// group commit together) and answered in order with its message or its problem.
+async fn internal_send_batch(
+    State(s): State<AppState>,
+    ApiJson(b): ApiJson<chat_protocol::internal::SendBatch>,
+) -> ApiResult<ApiJson<chat_protocol::internal::SendBatchResult>> {
+    use chat_protocol::internal::{BatchOutcome, BatchProblem};
+    use tracing::Instrument;
+    if b.sends.len() > MAX_SEND_BATCH {
+        return Err(ApiError::validation(format!("at most {MAX_SEND_BATCH} sends per batch")));
+    }
+    let sends = b.sends.iter().map(|x| {
+        // Each send continues its own trace (the request carries many).
+        let span = tracing::info_span!("store.send", conversation_id = %x.conversation_id);
+        if let Some(tp) = &x.traceparent {
+            chat_telemetry::set_remote_parent(&span, tp);
+        }
+        service::send(&s, x.sender_id, x.conversation_id, &x.body, x.client_msg_id.as_deref()).instrument(span)
+    });
+    let results = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| match r {
+            Ok((m, _)) => BatchOutcome::Message(m),
+            Err(e) => BatchOutcome::Error(BatchProblem {
+                status: e.status.as_u16(),
+                code: e.code.to_string(),
+                detail: e.detail,
+                retry_after: e.retry_after,
+            }),
+        })
+        .collect();
+    Ok(ApiJson(chat_protocol::internal::SendBatchResult { results }))
 }
 
 async fn internal_history(

@@ -3,10 +3,12 @@
 
 use axum::http::StatusCode;
 use chat_common::ApiError;
-use chat_protocol::internal::{Membership, UserConversations};
+use chat_protocol::internal::{BatchOutcome, BatchSend, Membership, SendBatch, SendBatchResult, UserConversations};
 use chat_protocol::{Message, MessagePage};
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 #[async_trait::async_trait]
@@ -53,7 +55,13 @@ async fn problem(resp: reqwest::Response) -> ApiError {
     }
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let p = resp.json::<P>().await.ok();
-    let code: &'static str = match p.as_ref().map(|p| p.code.as_str()) {
+    let detail = p.as_ref().and_then(|p| p.detail.clone()).unwrap_or_default();
+    ApiError::new(status, known_code(p.as_ref().map(|p| p.code.as_str())), detail)
+}
+
+/// The problem codes of API.md (anything else is `internal`).
+fn known_code(code: Option<&str>) -> &'static str {
+    match code {
         Some("validation_failed") => "validation_failed",
         Some("not_found") => "not_found",
         Some("forbidden") => "forbidden",
@@ -62,8 +70,7 @@ async fn problem(resp: reqwest::Response) -> ApiError {
         Some("unavailable") => "unavailable",
         Some("unauthorized") => "unauthorized",
         _ => "internal",
-    };
-    ApiError::new(status, code, p.and_then(|p| p.detail).unwrap_or_default())
+    }
 }
 
 /// Carries the current trace to the called service.
@@ -81,12 +88,114 @@ fn unreachable(e: reqwest::Error) -> ApiError {
 pub struct HttpMessageStore {
     http: reqwest::Client,
     base: String,
+    /// Sends waiting for the batcher, which is started by the first send.
+    sends: std::sync::OnceLock<mpsc::Sender<PendingSend>>,
 }
+
+struct PendingSend {
+    send: BatchSend,
+    reply: oneshot::Sender<Result<Message, ApiError>>,
+}
+
+/// Send requests in flight to the message-store at once per edge. When all are busy, the sends that
+/// arrive meanwhile go together in the next request (up to `SEND_BATCH`): one HTTP round trip for
+/// many sends under load, none added for a lone send.
+const SENDS_IN_FLIGHT: usize = 4;
+/// The store's limit per batch request.
+const SEND_BATCH: usize = 32;
 
 impl HttpMessageStore {
     pub fn new(base: &str) -> Self {
-        HttpMessageStore { http: client(), base: base.trim_end_matches('/').to_string() }
+        HttpMessageStore { http: client(), base: base.trim_end_matches('/').to_string(), sends: Default::default() }
     }
+
+    fn sends(&self) -> &mpsc::Sender<PendingSend> {
+        self.sends.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(SEND_BATCH * SENDS_IN_FLIGHT * 4);
+            tokio::spawn(batch_sends(self.http.clone(), self.base.clone(), rx));
+            tx
+        })
+    }
+}
+
+/// Takes waiting sends as a permit frees up and posts them: one alone to the single-send route, more
+/// to the batch route.
+async fn batch_sends(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<PendingSend>) {
+    let permits = Arc::new(Semaphore::new(SENDS_IN_FLIGHT));
+    let mut buf = Vec::with_capacity(SEND_BATCH);
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        if rx.recv_many(&mut buf, SEND_BATCH).await == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut buf);
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            post_sends(&http, &base, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn post_sends(http: &reqwest::Client, base: &str, mut batch: Vec<PendingSend>) {
+    metrics::histogram!("store_send_batch_size").record(batch.len() as f64);
+    if batch.len() == 1 {
+        let p = batch.pop().expect("one send");
+        let s = &p.send;
+        let url = format!("{base}/internal/v1/conversations/{}/messages", s.conversation_id);
+        let body = SingleSend { sender_id: s.sender_id, body: &s.body, client_msg_id: s.client_msg_id.as_deref() };
+        let mut req = http.post(url).json(&body);
+        if let Some(tp) = &s.traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let r = match req.send().await {
+            Ok(resp) if resp.status().is_success() => resp.json().await.map_err(unreachable),
+            Ok(resp) => Err(problem(resp).await),
+            Err(e) => Err(unreachable(e)),
+        };
+        let _ = p.reply.send(r);
+        return;
+    }
+    let (sends, replies): (Vec<BatchSend>, Vec<_>) = batch.into_iter().map(|p| (p.send, p.reply)).unzip();
+    let resp = http.post(format!("{base}/internal/v1/messages/batch")).json(&SendBatch { sends }).send().await;
+    let results: Result<SendBatchResult, ApiError> = match resp {
+        Ok(resp) if resp.status().is_success() => resp.json().await.map_err(unreachable),
+        Ok(resp) => Err(problem(resp).await),
+        Err(e) => Err(unreachable(e)),
+    };
+    match results {
+        Ok(r) if r.results.len() == replies.len() => {
+            for (reply, outcome) in replies.into_iter().zip(r.results) {
+                let _ = reply.send(match outcome {
+                    BatchOutcome::Message(m) => Ok(m),
+                    BatchOutcome::Error(p) => {
+                        let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        let mut e = ApiError::new(status, known_code(Some(&p.code)), p.detail);
+                        e.retry_after = p.retry_after;
+                        Err(e)
+                    }
+                });
+            }
+        }
+        Ok(_) => {
+            let e = ApiError::unavailable("message-store answered a batch with the wrong number of results");
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SingleSend<'a> {
+    sender_id: Uuid,
+    body: &'a str,
+    client_msg_id: Option<&'a str>,
 }
 
 #[async_trait::async_trait]
@@ -102,13 +211,18 @@ impl MessageStore for HttpMessageStore {
     }
 
     async fn send(&self, user: Uuid, cid: Uuid, body: &str, client_msg_id: Option<&str>) -> Result<Message, ApiError> {
-        let url = format!("{}/internal/v1/conversations/{cid}/messages", self.base);
-        let req = serde_json::json!({ "sender_id": user, "body": body, "client_msg_id": client_msg_id });
-        let resp = traced(self.http.post(url).json(&req)).send().await.map_err(unreachable)?;
-        if !resp.status().is_success() {
-            return Err(problem(resp).await);
+        let (reply, rx) = oneshot::channel();
+        let send = BatchSend {
+            conversation_id: cid,
+            sender_id: user,
+            body: body.to_owned(),
+            client_msg_id: client_msg_id.map(str::to_owned),
+            traceparent: chat_telemetry::current_traceparent(),
+        };
+        if self.sends().send(PendingSend { send, reply }).await.is_err() {
+            return Err(ApiError::unavailable("send batcher stopped"));
         }
-        resp.json().await.map_err(unreachable)
+        rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("send batcher stopped")))
     }
 
     async fn history(&self, user: Uuid, cid: Uuid, after: Option<i64>, limit: i64) -> Result<MessagePage, ApiError> {

@@ -35,3 +35,44 @@ pub struct LegacyUsers {
 pub struct LegacyConversation {
     pub id: Uuid,
 }
+
+/// One send of `POST /internal/v1/messages/batch`: an edge's concurrent sends in one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchSend {
+    pub conversation_id: Uuid,
+    pub sender_id: Uuid,
+    pub body: String,
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+    /// The W3C trace context of the send (one request carries many traces).
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendBatch {
+    pub sends: Vec<BatchSend>,
+}
+
+/// The outcome of one send of a batch: the stored message or the problem a single send would get.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchOutcome {
+    Message(crate::Message),
+    Error(BatchProblem),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchProblem {
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+}
+
+/// The answer of `POST /internal/v1/messages/batch`: one outcome per send, in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendBatchResult {
+    pub results: Vec<BatchOutcome>,
+}

@@ -7,6 +7,8 @@ use futures_util::{StreamExt, stream};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -105,6 +107,8 @@ struct Setup {
     readers: Vec<tokio::task::JoinHandle<Seen>>,
     stop: watch::Sender<bool>,
     epoch: Instant,
+    /// Frames (acks and messages) received so far by all readers: the tail wait watches it.
+    progress: Arc<AtomicU64>,
 }
 
 async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
@@ -122,6 +126,7 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
     let conns = connect_all(o, &tokens, "").await?;
     let epoch = Instant::now();
     let (stop, stop_rx) = watch::channel(false);
+    let progress = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for ws in conns {
@@ -136,6 +141,7 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
             }
         });
         let mut stop = stop_rx.clone();
+        let progress = progress.clone();
         readers.push(tokio::spawn(async move {
             let mut seen = Seen { delivery: Some(histogram()), ack: Some(histogram()), ..Default::default() };
             loop {
@@ -152,6 +158,7 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
                 let now = epoch.elapsed().as_micros() as u64;
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
                 let ty = v["type"].as_str().unwrap_or_default();
+                progress.fetch_add(1, Ordering::Relaxed);
                 let msg = &v["message"];
                 let sent_at =
                     msg["body"].as_str().and_then(|b| b.strip_prefix("t:")).and_then(|b| b.parse::<u64>().ok());
@@ -178,7 +185,7 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
             seen
         }));
     }
-    Ok(Setup { convs, writers, readers, stop, epoch })
+    Ok(Setup { convs, writers, readers, stop, epoch, progress })
 }
 
 /// Sends at `rate`/s (open loop: the schedule does not wait for acks) for `secs`, then collects.
@@ -199,8 +206,17 @@ async fn measure(name: &str, s: Setup, rate: f64, secs: f64) -> Result<Report, S
             .send(json!({"type": "send", "id": format!("m{k}"), "conversation_id": cid, "body": body}));
     }
     let send_secs = start.elapsed().as_secs_f64();
-    // Grace for the tail of deliveries.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The tail: wait until nothing has arrived for 3 s (at most 60 s), so an overloaded run is
+    // judged on what it delivered late, not on what was still queued when the window closed.
+    let mut last = s.progress.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    let tail = Instant::now();
+    while quiet < 3 && tail.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = s.progress.load(Ordering::Relaxed);
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
     let _ = s.stop.send(true);
     let mut delivery = histogram();
     let mut ack = histogram();

@@ -379,19 +379,24 @@ function connect() {
   state.ws = ws;
   setConnection("connecting…", "connecting");
   ws.onmessage = (ev) => onFrame(JSON.parse(ev.data));
-  ws.onclose = (ev) => {
-    if (state.ws !== ws) return;
-    state.connected = false;
-    setConnection("offline, reconnecting…", "offline");
-    if (ev.code === 4001) return logout();
-    const delay = Math.min(5000, 250 * 2 ** state.retry++);
-    const again = () => {
-      state.reconnectTimer = null;
-      if (ev.code === 4000) refreshTokens().catch(() => {}).then(connect);
-      else connect();
-    };
-    state.reconnectTimer = setTimeout(again, delay);
+  ws.onclose = (ev) => socketLost(ws, ev.code);
+}
+
+// The socket is gone (closed, or the network went away): show it and schedule the reconnect. Once
+// per socket, whichever comes first.
+function socketLost(ws, code) {
+  if (state.ws !== ws || ws.lost) return;
+  ws.lost = true;
+  state.connected = false;
+  setConnection("offline, reconnecting…", "offline");
+  if (code === 4001) return logout();
+  const delay = Math.min(5000, 250 * 2 ** state.retry++);
+  const again = () => {
+    state.reconnectTimer = null;
+    if (code === 4000) refreshTokens().catch(() => {}).then(connect);
+    else connect();
   };
+  state.reconnectTimer = setTimeout(again, delay);
 }
 
 function sync() {
@@ -665,8 +670,12 @@ function wire() {
   document.addEventListener("visibilitychange", markRead);
   // The network is gone: the socket is as good as dead, so close it now rather than wait for
   // heartbeats; reconnecting (with sync) starts at once when the browser is back online.
+  // A close handshake cannot finish without a network, so the socket counts as lost right away.
   window.addEventListener("offline", () => {
-    if (state.ws) state.ws.close();
+    const ws = state.ws;
+    if (!ws) return;
+    socketLost(ws, 1006);
+    ws.close();
   });
   // Back online: reconnect now instead of waiting for the backoff.
   window.addEventListener("online", () => {

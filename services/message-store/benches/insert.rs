@@ -1,10 +1,11 @@
 //! Seq allocation + insert + outbox row, one transaction, against the real database:
-//! PostgreSQL (`CHAT_TEST_PG_URL`, default postgres://postgres@127.0.0.1:5432/test, own schema) and SQLite.
+//! PostgreSQL (`CHAT_TEST_PG_URL`, default postgres://postgres@127.0.0.1:5432/test, own schema) and SQLite;
+//! and on PostgreSQL the group commit: 64 sends over 16 conversations in one transaction.
 
 use chat_db::{Db, DbConfig};
-use chat_message_store::store::Store;
+use chat_message_store::store::{NewMessage, Store};
 use chat_protocol::{ConversationKind, Role};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use uuid::Uuid;
 
 static PG: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -38,6 +39,28 @@ fn insert(c: &mut Criterion) {
         c.bench_function(&format!("seq_allocate_insert_{name}"), |bch| {
             bch.iter(|| rt.block_on(store.insert_message(cid, sender, "hello there", None)).unwrap())
         });
+        if name == "postgres" {
+            let sends: Vec<NewMessage> = rt.block_on(async {
+                let mut sends = Vec::new();
+                for _ in 0..16 {
+                    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+                    let members = [(a, Role::Member), (b, Role::Member)];
+                    let (cid, _) = store.create_conversation(ConversationKind::Direct, None, &members).await.unwrap();
+                    for sender in [a, b, a, b] {
+                        let body = "hello there".to_string();
+                        sends.push(NewMessage { cid, sender, body, client_msg_id: None, traceparent: None });
+                    }
+                }
+                sends
+            });
+            let batch: Vec<&NewMessage> = sends.iter().collect();
+            let mut g = c.benchmark_group("group_commit_postgres");
+            g.throughput(Throughput::Elements(batch.len() as u64));
+            g.bench_function("64_sends_16_conversations", |bch| {
+                bch.iter(|| rt.block_on(store.insert_messages(&batch)).unwrap())
+            });
+            g.finish();
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }

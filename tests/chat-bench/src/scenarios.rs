@@ -89,14 +89,32 @@ pub async fn idle(o: &Opts) -> Result<Report, String> {
     Ok(r)
 }
 
+/// The fields of a server frame the traffic scenarios read.
+#[derive(serde::Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    message: Option<FrameMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FrameMessage<'a> {
+    #[serde(borrow)]
+    conversation_id: std::borrow::Cow<'a, str>,
+    seq: i64,
+    #[serde(default, borrow)]
+    body: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// What one connection saw.
 #[derive(Default)]
 struct Seen {
     delivery: Option<Histogram<u64>>,
     ack: Option<Histogram<u64>>,
-    /// (conversation, seq, message id) of every `message` event.
-    received: Vec<(String, i64)>,
-    acked: Vec<(String, i64)>,
+    /// (conversation index, seq) of every `message` event.
+    received: Vec<(u32, i64)>,
+    acked: Vec<(u32, i64)>,
     errors: u64,
 }
 
@@ -127,6 +145,8 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
     let epoch = Instant::now();
     let (stop, stop_rx) = watch::channel(false);
     let progress = Arc::new(AtomicU64::new(0));
+    let index: Arc<HashMap<String, u32>> =
+        Arc::new(convs.iter().enumerate().map(|(i, (cid, _))| (cid.clone(), i as u32)).collect());
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for ws in conns {
@@ -141,7 +161,7 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
             }
         });
         let mut stop = stop_rx.clone();
-        let progress = progress.clone();
+        let (progress, index) = (progress.clone(), index.clone());
         readers.push(tokio::spawn(async move {
             let mut seen = Seen { delivery: Some(histogram()), ack: Some(histogram()), ..Default::default() };
             loop {
@@ -156,27 +176,25 @@ async fn setup(o: &Opts, fanout: bool) -> Result<Setup, String> {
                     continue;
                 };
                 let now = epoch.elapsed().as_micros() as u64;
-                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else { continue };
-                let ty = v["type"].as_str().unwrap_or_default();
+                // Typed and borrowed: the generator shares the cores with the server, so it reads
+                // only the fields it measures (a full `Value` per frame cost most of a core).
+                let Ok(f) = serde_json::from_str::<Frame<'_>>(t.as_str()) else { continue };
                 progress.fetch_add(1, Ordering::Relaxed);
-                let msg = &v["message"];
-                let sent_at =
-                    msg["body"].as_str().and_then(|b| b.strip_prefix("t:")).and_then(|b| b.parse::<u64>().ok());
-                let key = || {
-                    (msg["conversation_id"].as_str().unwrap_or_default().to_string(), msg["seq"].as_i64().unwrap_or(0))
-                };
-                match ty {
+                let msg = f.message.as_ref();
+                let sent_at = msg.and_then(|m| m.body.as_deref()?.strip_prefix("t:")?.parse::<u64>().ok());
+                let key = || msg.map(|m| (index.get(m.conversation_id.as_ref()).copied().unwrap_or(u32::MAX), m.seq));
+                match f.ty.as_ref() {
                     "message" => {
                         if let (Some(s), Some(h)) = (sent_at, seen.delivery.as_mut()) {
                             let _ = h.record(now.saturating_sub(s).max(1));
                         }
-                        seen.received.push(key());
+                        seen.received.extend(key());
                     }
                     "ack" => {
                         if let (Some(s), Some(h)) = (sent_at, seen.ack.as_mut()) {
                             let _ = h.record(now.saturating_sub(s).max(1));
                         }
-                        seen.acked.push(key());
+                        seen.acked.extend(key());
                     }
                     "error" => seen.errors += 1,
                     _ => {}
@@ -220,8 +238,8 @@ async fn measure(name: &str, s: Setup, rate: f64, secs: f64) -> Result<Report, S
     let _ = s.stop.send(true);
     let mut delivery = histogram();
     let mut ack = histogram();
-    let mut acked: HashSet<(String, i64)> = HashSet::new();
-    let mut received: Vec<Vec<(String, i64)>> = Vec::new();
+    let mut acked: HashSet<(u32, i64)> = HashSet::new();
+    let mut received: Vec<Vec<(u32, i64)>> = Vec::new();
     let mut errors = 0;
     for r in s.readers {
         let seen = r.await.map_err(|e| e.to_string())?;
@@ -232,14 +250,10 @@ async fn measure(name: &str, s: Setup, rate: f64, secs: f64) -> Result<Report, S
         received.push(seen.received);
     }
     // Every acked message must reach every member's connection exactly once.
-    let mut members_of: HashMap<&str, &Vec<usize>> = HashMap::new();
-    for (cid, m) in &s.convs {
-        members_of.insert(cid.as_str(), m);
-    }
     let mut lost = 0u64;
     let mut dup = 0u64;
     let mut delivered = 0u64;
-    let sets: Vec<HashMap<(String, i64), u32>> = received
+    let sets: Vec<HashMap<(u32, i64), u32>> = received
         .into_iter()
         .map(|v| {
             let mut m = HashMap::new();
@@ -256,7 +270,7 @@ async fn measure(name: &str, s: Setup, rate: f64, secs: f64) -> Result<Report, S
         }
     }
     for key in &acked {
-        for c in members_of.get(key.0.as_str()).map(|m| m.as_slice()).unwrap_or(&[]) {
+        for c in s.convs.get(key.0 as usize).map(|(_, m)| m.as_slice()).unwrap_or(&[]) {
             if !sets[*c].contains_key(key) {
                 lost += 1;
             }

@@ -417,18 +417,7 @@ impl Store {
         sender: Uuid,
         client_msg_id: &str,
     ) -> Result<Option<Message>, sqlx::Error> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            msg_cols!(),
-            " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3 \
-             AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)"
-        ))
-        .bind(cid.to_string())
-        .bind(sender.to_string())
-        .bind(client_msg_id)
-        .fetch_optional(&self.db.pool)
-        .await?;
-        row.as_ref().map(message_from).transpose()
+        find_by_client_msg_id(&self.db.pool, cid, sender, client_msg_id).await
     }
 
     /// Stores a message: seq allocation, insert, the sender's read position and the outbox event
@@ -449,67 +438,51 @@ impl Store {
         }
         let now = Timestamp::now();
         let mut tx = self.db.pool.begin().await?;
-        // The membership check rides on the seq allocation: one statement instead of a separate query.
-        let row = sqlx::query(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $1 WHERE id = $2 \
-             AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $2 AND user_id = $3) RETURNING last_seq",
-        )
-        .bind(now.0)
-        .bind(cid.to_string())
-        .bind(sender.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(Sent::NotMember);
-        };
-        let seq: i64 = row.try_get("last_seq")?;
-        let m = Message {
-            id: Uuid::now_v7(),
-            conversation_id: cid,
-            seq,
-            sender_id: sender,
-            body: Some(body.to_owned()),
+        let new = NewMessage {
+            cid,
+            sender,
+            body: body.to_owned(),
             client_msg_id: client_msg_id.map(str::to_owned),
-            created_at: now,
-            edited_at: None,
-            deleted_at: None,
+            traceparent: chat_telemetry::current_traceparent(),
         };
-        let inserted = sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(m.id.to_string())
-        .bind(cid.to_string())
-        .bind(seq)
-        .bind(sender.to_string())
-        .bind(body)
-        .bind(client_msg_id)
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = inserted {
-            // A racing retry with the same client_msg_id committed first: give back the seq.
-            tx.rollback().await?;
-            if chat_db::is_unique_violation(&e)
-                && let Some(c) = client_msg_id
-                && let Some(m) = self.by_client_msg_id(cid, sender, c).await?
-            {
-                return Ok(Sent::Existing(m));
+        match insert_in(&mut tx, &new, now).await {
+            Ok(Some(m)) => {
+                tx.commit().await?;
+                Ok(Sent::Created(m))
             }
-            return Err(e);
+            Ok(None) => {
+                tx.rollback().await?;
+                Ok(Sent::NotMember)
+            }
+            Err(e) => {
+                // A racing retry with the same client_msg_id committed first: give back the seq.
+                tx.rollback().await?;
+                if chat_db::is_unique_violation(&e)
+                    && let Some(c) = client_msg_id
+                    && let Some(m) = self.by_client_msg_id(cid, sender, c).await?
+                {
+                    return Ok(Sent::Existing(m));
+                }
+                Err(e)
+            }
         }
-        sqlx::query(
-            "UPDATE members SET last_read_seq = $1 WHERE conversation_id = $2 AND user_id = $3 AND last_read_seq < $1",
-        )
-        .bind(seq)
-        .bind(cid.to_string())
-        .bind(sender.to_string())
-        .execute(&mut *tx)
-        .await?;
-        insert_outbox(&mut tx, &events::message_created(&m)).await?;
-        tx.commit().await?;
-        Ok(Sent::Created(m))
+    }
+
+    /// Group commit on SQLite: a batch's sends in one transaction (one lock, one commit), each under
+    /// a savepoint so that one send's failure undoes only that send. Same outcomes as
+    /// `insert_message` for each; nothing is stored unless the commit succeeds.
+    pub async fn insert_messages_each(
+        &self,
+        batch: &[&NewMessage],
+    ) -> Result<Vec<Result<Sent, sqlx::Error>>, BatchError> {
+        let now = Timestamp::now();
+        let mut tx = self.db.pool.begin().await.map_err(BatchError::BeforeCommit)?;
+        let mut out = Vec::with_capacity(batch.len());
+        for n in batch {
+            out.push(insert_one_of_batch(&mut tx, n, now).await.map_err(BatchError::BeforeCommit)?);
+        }
+        tx.commit().await.map_err(BatchError::Commit)?;
+        Ok(out)
     }
 
     /// Group commit (PostgreSQL only): stores a batch of new messages in one transaction, in four
@@ -909,6 +882,107 @@ async fn delete_published(conn: &mut AnyConnection, ids: &[i64]) -> Result<(), s
     }
     q.execute(conn).await?;
     Ok(())
+}
+
+/// The stored message of an earlier send with this `client_msg_id` (members only).
+async fn find_by_client_msg_id<'e, E: sqlx::Executor<'e, Database = Any>>(
+    ex: E,
+    cid: Uuid,
+    sender: Uuid,
+    client_msg_id: &str,
+) -> Result<Option<Message>, sqlx::Error> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        msg_cols!(),
+        " FROM messages WHERE conversation_id = $1 AND sender_id = $2 AND client_msg_id = $3 \
+         AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)"
+    ))
+    .bind(cid.to_string())
+    .bind(sender.to_string())
+    .bind(client_msg_id)
+    .fetch_optional(ex)
+    .await?;
+    row.as_ref().map(message_from).transpose()
+}
+
+/// The statements of one send in `tx`: seq allocation (its membership check rides on it: one
+/// statement instead of a separate query), insert, the sender's read position, the outbox event.
+/// None: not a member. On an error the caller rolls back.
+async fn insert_in(
+    tx: &mut Transaction<'static, Any>,
+    n: &NewMessage,
+    now: Timestamp,
+) -> Result<Option<Message>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_activity = $1 WHERE id = $2 \
+         AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $2 AND user_id = $3) RETURNING last_seq",
+    )
+    .bind(now.0)
+    .bind(n.cid.to_string())
+    .bind(n.sender.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let seq: i64 = row.try_get("last_seq")?;
+    let m = Message {
+        id: Uuid::now_v7(),
+        conversation_id: n.cid,
+        seq,
+        sender_id: n.sender,
+        body: Some(n.body.clone()),
+        client_msg_id: n.client_msg_id.clone(),
+        created_at: now,
+        edited_at: None,
+        deleted_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(m.id.to_string())
+    .bind(n.cid.to_string())
+    .bind(seq)
+    .bind(n.sender.to_string())
+    .bind(&n.body)
+    .bind(n.client_msg_id.as_deref())
+    .bind(now.0)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE members SET last_read_seq = $1 WHERE conversation_id = $2 AND user_id = $3 AND last_read_seq < $1",
+    )
+    .bind(seq)
+    .bind(n.cid.to_string())
+    .bind(n.sender.to_string())
+    .execute(&mut **tx)
+    .await?;
+    insert_outbox(tx, &events::message_created_in(&m, n.traceparent.clone())).await?;
+    Ok(Some(m))
+}
+
+/// One send of a SQLite batch under its own savepoint. The outer error is the batch's (the
+/// connection failed); the inner one is this send's alone.
+async fn insert_one_of_batch(
+    tx: &mut Transaction<'static, Any>,
+    n: &NewMessage,
+    now: Timestamp,
+) -> Result<Result<Sent, sqlx::Error>, sqlx::Error> {
+    if let Some(c) = n.client_msg_id.as_deref()
+        && let Some(m) = find_by_client_msg_id(&mut **tx, n.cid, n.sender, c).await?
+    {
+        return Ok(Ok(Sent::Existing(m)));
+    }
+    sqlx::query("SAVEPOINT batch_send").execute(&mut **tx).await?;
+    let r = insert_in(tx, n, now).await;
+    if !matches!(r, Ok(Some(_))) {
+        sqlx::query("ROLLBACK TO SAVEPOINT batch_send").execute(&mut **tx).await?;
+    }
+    sqlx::query("RELEASE SAVEPOINT batch_send").execute(&mut **tx).await?;
+    Ok(match r {
+        Ok(Some(m)) => Ok(Sent::Created(m)),
+        Ok(None) => Ok(Sent::NotMember),
+        Err(e) => Err(e),
+    })
 }
 
 /// A conversation of the Django backend, ready to store (see `legacy`).

@@ -1,13 +1,14 @@
-//! Group commit of sends on PostgreSQL: concurrent sends share one transaction and one fsync.
+//! Group commit of sends: concurrent sends share one transaction (and on PostgreSQL one fsync).
 //!
 //! Each send costs seven round trips and a commit when stored alone; a batch costs four round trips
 //! and one commit however many messages it holds. Batches form by themselves: while a writer
 //! commits, the sends that arrive queue up and become the next batch, so a lone send waits for
-//! nobody and a burst is written in a few transactions. SQLite (one writer, one file) stores each
-//! send alone.
+//! nobody and a burst is written in a few transactions. On SQLite (one writer, one file) a batch is
+//! one transaction with a savepoint per send: one lock and one commit instead of a lock race per send.
 
 use crate::store::{BatchError, NewMessage, Sent, Store};
 use chat_db::Backend;
+use chat_protocol::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,15 +32,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writers when the database is PostgreSQL and `max_batch` > 1.
+    /// Starts the writers unless `max_batch` is 1 (each send then stores alone).
     pub fn start(store: Store, max_batch: usize) -> Writer {
         let batches = Arc::new(AtomicU64::new(0));
-        if store.db().backend != Backend::Postgres || max_batch <= 1 {
+        if max_batch <= 1 {
             return Writer { store, jobs: None, batches };
         }
+        // SQLite has one writer at a time anyway: a second batch would only wait for the lock.
+        let writers = if store.db().backend == Backend::Postgres { WRITERS } else { 1 };
         let (tx, rx) = mpsc::channel(max_batch * 8);
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..WRITERS {
+        for _ in 0..writers {
             tokio::spawn(run(store.clone(), rx.clone(), max_batch, batches.clone()));
         }
         Writer { store, jobs: Some(tx), batches }
@@ -132,8 +135,15 @@ async fn commit(store: &Store, jobs: Vec<Job>) {
         }
     }
     metrics::histogram!("message_batch_size").record(batch.len() as f64);
-    let stored = match store.insert_messages(&batch).await {
-        Ok(stored) => stored,
+    let stored = match store.db().backend {
+        Backend::Postgres => match store.insert_messages(&batch).await {
+            Ok(stored) => Ok(resolve(store, &batch, stored).await),
+            Err(e) => Err(e),
+        },
+        Backend::Sqlite => store.insert_messages_each(&batch).await,
+    };
+    let outcomes = match stored {
+        Ok(outcomes) => outcomes,
         Err(BatchError::BeforeCommit(e)) if !chat_db::is_unavailable(&e) => {
             // Nothing was stored: each send tries alone, and gets its own outcome (a unique violation
             // from another replica's concurrent retry becomes `Existing` there).
@@ -156,19 +166,6 @@ async fn commit(store: &Store, jobs: Vec<Job>) {
             return;
         }
     };
-    let mut outcomes: Vec<Result<Sent, sqlx::Error>> = Vec::with_capacity(batch.len());
-    for (m, s) in batch.iter().zip(stored) {
-        outcomes.push(match (s, m.client_msg_id.as_deref()) {
-            (Some(s), _) => Ok(Sent::Created(s)),
-            // Not stored: either sent before (its client_msg_id is stored) or not a member.
-            (None, Some(c)) => match store.by_client_msg_id(m.cid, m.sender, c).await {
-                Ok(Some(prev)) => Ok(Sent::Existing(prev)),
-                Ok(None) => Ok(Sent::NotMember),
-                Err(e) => Err(e),
-            },
-            (None, None) => Ok(Sent::NotMember),
-        });
-    }
     let repeats: Vec<Option<Result<Sent, sqlx::Error>>> = slots
         .iter()
         .map(|s| match s {
@@ -186,4 +183,22 @@ async fn commit(store: &Store, jobs: Vec<Job>) {
         let r = repeat.or_else(|| own.next()).unwrap_or(Err(sqlx::Error::WorkerCrashed));
         let _ = j.reply.send(r);
     }
+}
+
+/// The outcome of each send of a PostgreSQL batch: stored, or not stored because it was sent before
+/// (its client_msg_id is stored) or because the sender is not a member.
+async fn resolve(store: &Store, batch: &[&NewMessage], stored: Vec<Option<Message>>) -> Vec<Result<Sent, sqlx::Error>> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (m, s) in batch.iter().zip(stored) {
+        outcomes.push(match (s, m.client_msg_id.as_deref()) {
+            (Some(s), _) => Ok(Sent::Created(s)),
+            (None, Some(c)) => match store.by_client_msg_id(m.cid, m.sender, c).await {
+                Ok(Some(prev)) => Ok(Sent::Existing(prev)),
+                Ok(None) => Ok(Sent::NotMember),
+                Err(e) => Err(e),
+            },
+            (None, None) => Ok(Sent::NotMember),
+        });
+    }
+    outcomes
 }

@@ -15,11 +15,21 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 async fn store() -> Store {
     let url = std::env::var("CHAT_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let cfg = DbConfig { url, schema: Some(format!("batch_{}", Uuid::new_v4().simple())), max_connections: 16 };
+    open(DbConfig { url, schema: Some(format!("batch_{}", Uuid::new_v4().simple())), max_connections: 16 }).await
+}
+
+/// A SQLite file of its own in the temporary directory.
+async fn sqlite_store() -> Store {
+    let path = std::env::temp_dir().join(format!("group-commit-{}", Uuid::new_v4().simple())).join("m.db");
+    open(DbConfig { url: chat_db::sqlite_url_for(&path), schema: None, max_connections: 4 }).await
+}
+
+async fn open(cfg: DbConfig) -> Store {
     let db = Db::connect(&cfg).await.unwrap_or_else(|e| {
         panic!(
-            "PostgreSQL unreachable ({e}): start it with \
-             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set CHAT_TEST_PG_URL"
+            "database {} unreachable ({e}); for PostgreSQL start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or set CHAT_TEST_PG_URL",
+            cfg.url
         )
     });
     db.migrate(&PG, &SQLITE).await.unwrap();
@@ -36,7 +46,16 @@ fn created(r: &Sent) -> &chat_protocol::Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_batched_with_the_outcomes_of_single_sends() {
-    let store = store().await;
+    burst(store().await).await
+}
+
+/// The same on SQLite, where a batch is one transaction with a savepoint per send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_batched_with_the_outcomes_of_single_sends_sqlite() {
+    burst(sqlite_store().await).await
+}
+
+async fn burst(store: Store) {
     let writer = Writer::start(store.clone(), 64);
     const CONVS: usize = 6;
     const PER_CONV: usize = 50;

@@ -143,3 +143,53 @@ mod tests {
         assert_eq!(q.pop().await, None);
     }
 }
+
+#[cfg(test)]
+mod stress {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A writer shaped like the connection's (select over a signal, the queue and a ticker) never
+    /// leaves a pushed frame waiting.
+    #[test]
+    fn no_lost_wakeups() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            for round in 0..2000u32 {
+                let q = Arc::new(OutQueue::new(64));
+                let signal = Arc::new(tokio::sync::Notify::new());
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let (wq, ws) = (q.clone(), signal.clone());
+                let writer = tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_micros(50 + u64::from(round % 7) * 30));
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = ws.notified() => break,
+                            f = wq.pop() => match f {
+                                Some(f) => {
+                                    tokio::task::yield_now().await;
+                                    let _ = tx.send(f);
+                                    while let Some(f) = wq.try_pop() { let _ = tx.send(f); }
+                                }
+                                None => break,
+                            },
+                            _ = tick.tick() => tokio::task::yield_now().await,
+                        }
+                    }
+                });
+                for i in 0..3 {
+                    if (round + i) % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    assert!(q.try_push_below(format!("{round}-{i}").into(), usize::MAX).is_ok());
+                    let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+                    assert!(matches!(got, Ok(Some(_))), "round {round} frame {i} never written");
+                }
+                signal.notify_one();
+                writer.await.unwrap();
+            }
+        });
+    }
+}

@@ -293,6 +293,27 @@ impl Ws {
         }
     }
 
+    /// The sender's view of its own send `id`: the `ack` and the `message` event, which API.md lets
+    /// arrive in either order (the event can overtake the ack). Returns (ack, message).
+    pub async fn ack_and_own_message(&mut self, timeout: Duration, id: &str) -> (Value, Value) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (mut ack, mut early): (Option<Value>, Vec<Value>) = (None, Vec::new());
+        loop {
+            if let Some(a) = &ack
+                && let Some(m) = early.iter().find(|m| m["message"]["id"] == a["message"]["id"])
+            {
+                return (a.clone(), m.clone());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let v = self.next(left).await;
+            match v["type"].as_str() {
+                Some("ack") if v["reply_to"] == id => ack = Some(v),
+                Some("message") => early.push(v),
+                _ => {}
+            }
+        }
+    }
+
     /// Waits for a close frame and returns its code.
     pub async fn closed(&mut self, timeout: Duration) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + timeout;

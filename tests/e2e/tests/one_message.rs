@@ -36,16 +36,14 @@ async fn message_crosses_two_edges(bus_url: &str) {
         json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hi from edge 1", "client_msg_id": "c1"}),
     )
     .await;
-    let ack = wa.wait_for(WAIT, |v| v["type"] == "ack").await;
-    assert_eq!(ack["reply_to"], "s1");
+    // The sender's own connection gets the event too (before or after the ack).
+    let (ack, own) = wa.ack_and_own_message(WAIT, "s1").await;
     assert_eq!(ack["message"]["seq"], 1);
+    assert_eq!(own["message"]["id"], ack["message"]["id"]);
     let got = wb.wait_for(WAIT, |v| v["type"] == "message").await;
     assert_eq!(got["message"]["body"], "hi from edge 1");
     assert_eq!(got["message"]["sender_id"], a.id.to_string());
     assert_eq!(got["message"]["id"], ack["message"]["id"]);
-    // The sender's own connection gets the event too.
-    let own = wa.wait_for(WAIT, |v| v["type"] == "message").await;
-    assert_eq!(own["message"]["id"], ack["message"]["id"]);
 
     let pool = sqlx::any::AnyPoolOptions::new().max_connections(1);
     sqlx::any::install_default_drivers();

@@ -98,8 +98,9 @@ async fn typing_read_and_devices(t: &Target) {
     }
     // Every device gets every message; the sender's devices included.
     a1.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hello"})).await;
-    let ack = a1.wait_for(WAIT, |v| v["type"] == "ack").await;
-    for w in [&mut a1, &mut a2, &mut b1, &mut b2] {
+    let (ack, own) = a1.ack_and_own_message(WAIT, "s1").await;
+    assert_eq!(own["message"]["id"], ack["message"]["id"]);
+    for w in [&mut a2, &mut b1, &mut b2] {
         let m = w.wait_for(WAIT, |v| v["type"] == "message").await;
         assert_eq!(m["message"]["id"], ack["message"]["id"]);
     }

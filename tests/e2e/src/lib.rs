@@ -90,11 +90,39 @@ fn http_client() -> reqwest::Client {
 pub fn free_addr() -> String {
     for _ in 0..1000 {
         let port = 20_000 + (Uuid::new_v4().as_u128() % 12_000) as u16;
+        if !reserve_port(port) {
+            continue;
+        }
         if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             return l.local_addr().expect("addr").to_string();
         }
     }
     panic!("no free port in 20000..32000");
+}
+
+/// Tests run in parallel processes: between picking a free port and the service binding it, another
+/// test could pick the same one. A marker file per port, created exclusively, keeps a port to the
+/// first test that picked it for two minutes.
+fn reserve_port(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("chat-e2e-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => return true,
+            Err(_) => {
+                let stale = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(120))
+                    .unwrap_or(false);
+                if !stale {
+                    return false;
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    false
 }
 
 /// A running binary, killed when dropped.

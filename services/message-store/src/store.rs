@@ -475,11 +475,26 @@ impl Store {
         &self,
         batch: &[&NewMessage],
     ) -> Result<Vec<Result<Sent, sqlx::Error>>, BatchError> {
+        // Earlier sends of these client_msg_ids are looked up before the transaction: its first
+        // statement must be a write, which takes SQLite's write lock before anything is read (a read
+        // first would pin a snapshot, and the write would then fail with SQLITE_BUSY_SNAPSHOT).
+        let mut earlier = Vec::with_capacity(batch.len());
+        for n in batch {
+            earlier.push(match n.client_msg_id.as_deref() {
+                Some(c) => {
+                    find_by_client_msg_id(&self.db.pool, n.cid, n.sender, c).await.map_err(BatchError::BeforeCommit)?
+                }
+                None => None,
+            });
+        }
         let now = Timestamp::now();
         let mut tx = self.db.pool.begin().await.map_err(BatchError::BeforeCommit)?;
         let mut out = Vec::with_capacity(batch.len());
-        for n in batch {
-            out.push(insert_one_of_batch(&mut tx, n, now).await.map_err(BatchError::BeforeCommit)?);
+        for (n, earlier) in batch.iter().zip(earlier) {
+            out.push(match earlier {
+                Some(m) => Ok(Sent::Existing(m)),
+                None => insert_one_of_batch(&mut tx, n, now).await.map_err(BatchError::BeforeCommit)?,
+            });
         }
         tx.commit().await.map_err(BatchError::Commit)?;
         Ok(out)
@@ -967,11 +982,6 @@ async fn insert_one_of_batch(
     n: &NewMessage,
     now: Timestamp,
 ) -> Result<Result<Sent, sqlx::Error>, sqlx::Error> {
-    if let Some(c) = n.client_msg_id.as_deref()
-        && let Some(m) = find_by_client_msg_id(&mut **tx, n.cid, n.sender, c).await?
-    {
-        return Ok(Ok(Sent::Existing(m)));
-    }
     sqlx::query("SAVEPOINT batch_send").execute(&mut **tx).await?;
     let r = insert_in(tx, n, now).await;
     if !matches!(r, Ok(Some(_))) {
@@ -981,6 +991,14 @@ async fn insert_one_of_batch(
     Ok(match r {
         Ok(Some(m)) => Ok(Sent::Created(m)),
         Ok(None) => Ok(Sent::NotMember),
+        // The same client_msg_id was stored meanwhile (a single send racing the batch): that message.
+        Err(e) if chat_db::is_unique_violation(&e) => match n.client_msg_id.as_deref() {
+            Some(c) => match find_by_client_msg_id(&mut **tx, n.cid, n.sender, c).await? {
+                Some(m) => Ok(Sent::Existing(m)),
+                None => Err(e),
+            },
+            None => Err(e),
+        },
         Err(e) => Err(e),
     })
 }

@@ -49,6 +49,23 @@ pub struct NewMessage {
     pub traceparent: Option<String>,
 }
 
+impl NewMessage {
+    /// The message as stored with this id and seq.
+    fn stored(&self, id: Uuid, seq: i64, now: Timestamp) -> Message {
+        Message {
+            id,
+            conversation_id: self.cid,
+            seq,
+            sender_id: self.sender,
+            body: Some(self.body.clone()),
+            client_msg_id: self.client_msg_id.clone(),
+            created_at: now,
+            edited_at: None,
+            deleted_at: None,
+        }
+    }
+}
+
 /// Why a batch failed: before its commit nothing was stored and each message may be retried alone;
 /// a failed commit leaves the outcome unknown (clients retry with their `client_msg_id`).
 #[derive(Debug)]
@@ -541,17 +558,7 @@ impl Store {
             let ord = r.try_get::<i64, _>("ord").map_err(BatchError::BeforeCommit)? as usize;
             let seq: i64 = r.try_get("seq").map_err(BatchError::BeforeCommit)?;
             let (Some(n), Some(slot)) = (batch.get(ord), out.get_mut(ord)) else { continue };
-            *slot = Some(Message {
-                id: ids[ord],
-                conversation_id: n.cid,
-                seq,
-                sender_id: n.sender,
-                body: Some(n.body.clone()),
-                client_msg_id: n.client_msg_id.clone(),
-                created_at: now,
-                edited_at: None,
-                deleted_at: None,
-            });
+            *slot = Some(n.stored(ids[ord], seq, now));
         }
         // The events, in input order: within a conversation that is seq order, so the outbox (and the
         // bus) carries them in seq order too.
@@ -939,17 +946,7 @@ async fn insert_in(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let seq: i64 = row.try_get("last_seq")?;
-    let m = Message {
-        id: Uuid::now_v7(),
-        conversation_id: n.cid,
-        seq,
-        sender_id: n.sender,
-        body: Some(n.body.clone()),
-        client_msg_id: n.client_msg_id.clone(),
-        created_at: now,
-        edited_at: None,
-        deleted_at: None,
-    };
+    let m = n.stored(Uuid::now_v7(), seq, now);
     sqlx::query(
         "INSERT INTO messages (id, conversation_id, seq, sender_id, body, client_msg_id, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -25,12 +25,8 @@ fn event_in(topic: String, header: &EventHeader, frame: &ServerEvent, traceparen
     OutboxEvent { topic, payload: String::from_utf8(bytes.to_vec()).expect("JSON is UTF-8") }
 }
 
-pub fn message_created(m: &Message) -> OutboxEvent {
-    message_created_in(m, chat_telemetry::current_traceparent())
-}
-
-/// `message_created` for a message stored outside its request's span (group commit).
-pub fn message_created_in(m: &Message, traceparent: Option<String>) -> OutboxEvent {
+/// A new message's event. The trace is passed in: group commit stores it outside its request's span.
+pub fn message_created(m: &Message, traceparent: Option<String>) -> OutboxEvent {
     let mut h = EventHeader::new(EventKind::Message);
     h.conversation_id = Some(m.conversation_id);
     h.seq = Some(m.seq);

@@ -309,16 +309,13 @@ async fn internal_send(
     Ok(sent(service::send(&s, b.sender_id, cid, &b.body, b.client_msg_id.as_deref()).await?))
 }
 
-/// Sends per batch request at most: 32 of the longest bodies stay under the 1 MiB body limit.
-pub const MAX_SEND_BATCH: usize = 32;
-
 /// An edge's concurrent sends in one request: each is stored as if sent alone (all of them reach the
 /// group commit together) and answered in order with its message or its problem.
 async fn internal_send_batch(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<chat_protocol::internal::SendBatch>,
 ) -> ApiResult<ApiJson<chat_protocol::internal::SendBatchResult>> {
-    use chat_protocol::internal::{BatchOutcome, BatchProblem};
+    use chat_protocol::internal::{BatchOutcome, BatchProblem, MAX_SEND_BATCH};
     use tracing::Instrument;
     if b.sends.len() > MAX_SEND_BATCH {
         return Err(ApiError::validation(format!("at most {MAX_SEND_BATCH} sends per batch")));

@@ -565,7 +565,7 @@ impl Store {
         let events: Vec<OutboxEvent> = batch
             .iter()
             .zip(&out)
-            .filter_map(|(n, m)| m.as_ref().map(|m| events::message_created_in(m, n.traceparent.clone())))
+            .filter_map(|(n, m)| m.as_ref().map(|m| events::message_created(m, n.traceparent.clone())))
             .collect();
         if !events.is_empty() {
             let rows: Vec<serde_json::Value> = events
@@ -968,7 +968,7 @@ async fn insert_in(
     .bind(n.sender.to_string())
     .execute(&mut **tx)
     .await?;
-    insert_outbox(tx, &events::message_created_in(&m, n.traceparent.clone())).await?;
+    insert_outbox(tx, &events::message_created(&m, n.traceparent.clone())).await?;
     Ok(Some(m))
 }
 

@@ -3,7 +3,9 @@
 
 use axum::http::StatusCode;
 use chat_common::ApiError;
-use chat_protocol::internal::{BatchOutcome, BatchSend, Membership, SendBatch, SendBatchResult, UserConversations};
+use chat_protocol::internal::{
+    BatchOutcome, BatchSend, MAX_SEND_BATCH, Membership, SendBatch, SendBatchResult, UserConversations,
+};
 use chat_protocol::{Message, MessagePage};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -98,11 +100,9 @@ struct PendingSend {
 }
 
 /// Send requests in flight to the message-store at once per edge. When all are busy, the sends that
-/// arrive meanwhile go together in the next request (up to `SEND_BATCH`): one HTTP round trip for
+/// arrive meanwhile go together in the next request (up to `MAX_SEND_BATCH`): one HTTP round trip for
 /// many sends under load, none added for a lone send.
 const SENDS_IN_FLIGHT: usize = 4;
-/// The store's limit per batch request.
-const SEND_BATCH: usize = 32;
 
 impl HttpMessageStore {
     pub fn new(base: &str) -> Self {
@@ -111,7 +111,7 @@ impl HttpMessageStore {
 
     fn sends(&self) -> &mpsc::Sender<PendingSend> {
         self.sends.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(SEND_BATCH * SENDS_IN_FLIGHT * 4);
+            let (tx, rx) = mpsc::channel(MAX_SEND_BATCH * SENDS_IN_FLIGHT * 4);
             tokio::spawn(batch_sends(self.http.clone(), self.base.clone(), rx));
             tx
         })
@@ -122,10 +122,10 @@ impl HttpMessageStore {
 /// to the batch route.
 async fn batch_sends(http: reqwest::Client, base: String, mut rx: mpsc::Receiver<PendingSend>) {
     let permits = Arc::new(Semaphore::new(SENDS_IN_FLIGHT));
-    let mut buf = Vec::with_capacity(SEND_BATCH);
+    let mut buf = Vec::with_capacity(MAX_SEND_BATCH);
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-        if rx.recv_many(&mut buf, SEND_BATCH).await == 0 {
+        if rx.recv_many(&mut buf, MAX_SEND_BATCH).await == 0 {
             return;
         }
         let batch = std::mem::take(&mut buf);

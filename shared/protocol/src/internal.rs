@@ -49,6 +49,10 @@ pub struct BatchSend {
     pub traceparent: Option<String>,
 }
 
+/// Sends per `POST /internal/v1/messages/batch` at most: 32 of the longest bodies stay under the
+/// services' 1 MiB body limit.
+pub const MAX_SEND_BATCH: usize = 32;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendBatch {
     pub sends: Vec<BatchSend>,

@@ -40,8 +40,7 @@ async fn metrics_move_with_traffic_all_in_one() {
     let t = Target::all_in_one(&[]).await;
     let _open = traffic(&t).await;
     let Target::AllInOne(app) = &t else { unreachable!() };
-    let m = scrape(&app.admin).await;
-    for name in [
+    let names = [
         "http_requests_total",
         "http_request_duration_seconds_count",
         "auth_login_failures_total",
@@ -55,7 +54,18 @@ async fn metrics_move_with_traffic_all_in_one() {
         "presence_reports_total",
         "ws_connects_total",
         "bus_delivery_lag_seconds_count",
-    ] {
+    ];
+    // The receiver may have got the message by catch-up from the store while its bus event is still
+    // on the way: give the bus metrics a moment.
+    let mut m = scrape(&app.admin).await;
+    for _ in 0..50 {
+        if names.iter().all(|n| metric(&m, n) >= 1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        m = scrape(&app.admin).await;
+    }
+    for name in names {
         assert!(metric(&m, name) >= 1.0, "{name} moved:\n{m}");
     }
     assert!(metric(&m, "ws_connections") >= 2.0, "open connections gauge");

@@ -14,7 +14,8 @@ redis="${REDIS_URL:-redis://127.0.0.1:6379}"
 run=$(mktemp -d /tmp/chat-bench-services.XXXXXX)
 psql "$pg" -qc 'DROP SCHEMA IF EXISTS bench_auth CASCADE; DROP SCHEMA IF EXISTS bench_msg CASCADE' >/dev/null
 
-common=(BUS_URL="$redis" AUTH_URL=http://127.0.0.1:28081 RUST_LOG=warn
+common=(BUS_URL="$redis" AUTH_URL=http://127.0.0.1:27081 RUST_LOG=warn
+  CHAT_INTERNAL_TOKEN="bench-internal-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   CHAT_REGISTER_MAX_PER_IP=1000000 CHAT_SEND_RATE_PER_SEC=100000 CHAT_SEND_BURST=100000)
 pids=()
 start() { # name log env...
@@ -26,16 +27,16 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 wait_ready() { for _ in $(seq 1 100); do curl -sf "http://$1/readyz" >/dev/null && return 0; sleep 0.2; done; echo "$1 not ready" >&2; return 1; }
 
-start chat-auth AUTH_LISTEN=127.0.0.1:28081 AUTH_ADMIN_LISTEN=127.0.0.1:29081 DATABASE_URL="$pg" DATABASE_SCHEMA=bench_auth
+start chat-auth AUTH_LISTEN=127.0.0.1:28081 AUTH_INTERNAL_LISTEN=127.0.0.1:27081 AUTH_ADMIN_LISTEN=127.0.0.1:29081 DATABASE_URL="$pg" DATABASE_SCHEMA=bench_auth
 wait_ready 127.0.0.1:29081
-start chat-message-store MESSAGE_STORE_LISTEN=127.0.0.1:28082 MESSAGE_STORE_ADMIN_LISTEN=127.0.0.1:29082 \
+start chat-message-store MESSAGE_STORE_LISTEN=127.0.0.1:28082 MESSAGE_STORE_INTERNAL_LISTEN=127.0.0.1:27082 MESSAGE_STORE_ADMIN_LISTEN=127.0.0.1:29082 \
   DATABASE_URL="$pg" DATABASE_SCHEMA=bench_msg
-start chat-presence PRESENCE_LISTEN=127.0.0.1:28083 PRESENCE_ADMIN_LISTEN=127.0.0.1:29083 PRESENCE_KEY_PREFIX=bench:presence
+start chat-presence PRESENCE_LISTEN=127.0.0.1:28083 PRESENCE_INTERNAL_LISTEN=127.0.0.1:27083 PRESENCE_ADMIN_LISTEN=127.0.0.1:29083 PRESENCE_KEY_PREFIX=bench:presence
 wait_ready 127.0.0.1:29082
 wait_ready 127.0.0.1:29083
 for i in 1 2; do
   start chat-ws-edge WS_EDGE_LISTEN=127.0.0.1:2808$((3 + i)) WS_EDGE_ADMIN_LISTEN=127.0.0.1:2908$((3 + i)) \
-    WS_EDGE_ID="bench-edge$i" MESSAGE_STORE_URL=http://127.0.0.1:28082 PRESENCE_URL=http://127.0.0.1:28083
+    WS_EDGE_ID="bench-edge$i" MESSAGE_STORE_URL=http://127.0.0.1:27082 PRESENCE_URL=http://127.0.0.1:27083
 done
 wait_ready 127.0.0.1:29084
 wait_ready 127.0.0.1:29085

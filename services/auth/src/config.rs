@@ -6,8 +6,12 @@ use std::net::IpAddr;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `AUTH_LISTEN`: public and internal API.
+    /// `AUTH_LISTEN`: the public API.
     pub listen: String,
+    /// `AUTH_INTERNAL_LISTEN`: `/internal/v1/*` and the JWKS, for the other services only.
+    pub internal_listen: String,
+    /// `CHAT_INTERNAL_TOKEN` (or `_FILE`): the service credential of the internal API.
+    pub internal_token: Option<chat_common::internal::InternalToken>,
     /// `AUTH_ADMIN_LISTEN`: /healthz, /readyz, /metrics.
     pub admin_listen: String,
     pub database: DbConfig,
@@ -72,6 +76,8 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
             listen: env_or("AUTH_LISTEN", "127.0.0.1:8081"),
+            internal_listen: env_or("AUTH_INTERNAL_LISTEN", "127.0.0.1:7081"),
+            internal_token: chat_common::internal::InternalToken::from_env_optional()?,
             admin_listen: env_or("AUTH_ADMIN_LISTEN", "127.0.0.1:9081"),
             database: DbConfig {
                 url: env_or("DATABASE_URL", "sqlite://./data/auth.db?mode=rwc"),

@@ -117,21 +117,30 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
     vec![s.store.db().ready_check("auth-database")]
 }
 
-/// Runs the service until `shutdown`: public and internal routes on `listen`, admin on `admin_listen`.
+/// Runs the service until `shutdown`: public routes on `listen`, internal ones (credential required)
+/// on `internal_listen`, admin on `admin_listen`.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix)
         .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let token = chat_common::internal::InternalToken::required(&cfg.internal_token)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let state = build(cfg.database.clone(), cfg.limits.clone(), bus.clone()).await?;
     spawn_background(&state);
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
-    let app = public_router(&state).merge(internal_router(&state)).merge(chat_common::openapi::serve(&openapi()));
+    let app = public_router(&state).merge(chat_common::openapi::serve(&openapi()));
     let app = chat_common::server::public_layers(app);
+    let internal = chat_common::server::Internal {
+        addr: cfg.internal_listen.clone(),
+        var: "AUTH_INTERNAL_LISTEN",
+        router: chat_common::internal::internal_layers(internal_router(&state), token),
+    };
     chat_common::server::serve_service(
         &cfg.listen,
         "AUTH_LISTEN",
         app,
+        Some(internal),
         &cfg.admin_listen,
         "AUTH_ADMIN_LISTEN",
         checks,

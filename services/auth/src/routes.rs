@@ -36,9 +36,11 @@ pub fn public(state: AppState) -> Router {
     router.with_state(state)
 }
 
-/// Routes for other services only: never routed by the public gateway.
+/// Routes for other services only, on the internal listener. The JWKS is there too (public data,
+/// served without the credential), so the other services need only this one address of auth.
 pub fn internal(state: AppState) -> Router {
     Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/internal/v1/users/lookup", post(lookup))
         .route("/internal/v1/revoked-sessions", get(revoked_sessions))
         .route("/internal/v1/legacy/users", post(legacy_users))

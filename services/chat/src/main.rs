@@ -192,6 +192,7 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         &cfg.listen,
         "CHAT_LISTEN",
         app,
+        None,
         &cfg.admin_listen,
         "CHAT_ADMIN_LISTEN",
         checks,

@@ -5,8 +5,12 @@ use chat_db::DbConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `MESSAGE_STORE_LISTEN`: public and internal API.
+    /// `MESSAGE_STORE_LISTEN`: the public API.
     pub listen: String,
+    /// `MESSAGE_STORE_INTERNAL_LISTEN`: `/internal/v1/*`, for the other services only.
+    pub internal_listen: String,
+    /// `CHAT_INTERNAL_TOKEN` (or `_FILE`): the service credential of the internal API.
+    pub internal_token: Option<chat_common::internal::InternalToken>,
     /// `MESSAGE_STORE_ADMIN_LISTEN`: /healthz, /readyz, /metrics.
     pub admin_listen: String,
     pub database: DbConfig,
@@ -14,7 +18,7 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
-    /// `AUTH_URL`: the auth service (JWKS for tokens, user lookups).
+    /// `AUTH_URL`: the auth service's internal listener (JWKS for tokens, user lookups).
     pub auth_url: String,
     /// `MESSAGE_STORE_GROUP_COMMIT`: the most concurrent sends stored in one PostgreSQL transaction.
     pub group_commit: usize,
@@ -27,6 +31,8 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
             listen: env_or("MESSAGE_STORE_LISTEN", "127.0.0.1:8082"),
+            internal_listen: env_or("MESSAGE_STORE_INTERNAL_LISTEN", "127.0.0.1:7082"),
+            internal_token: chat_common::internal::InternalToken::from_env_optional()?,
             admin_listen: env_or("MESSAGE_STORE_ADMIN_LISTEN", "127.0.0.1:9082"),
             database: DbConfig {
                 url: env_or("DATABASE_URL", "sqlite://./data/messages.db?mode=rwc"),
@@ -35,7 +41,7 @@ impl Config {
             },
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", GROUP_COMMIT)?,
         })
     }

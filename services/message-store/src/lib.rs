@@ -92,21 +92,29 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix)
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
+    let token = chat_common::internal::InternalToken::required(&cfg.internal_token)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
-    let directory = Arc::new(directory::HttpDirectory::new(&auth));
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
+    let directory = Arc::new(directory::HttpDirectory::new(&auth, &token));
     let state = build(&cfg.database, cfg.group_commit, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
     checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));
-    let app = public_router(&state).merge(internal_router(&state)).merge(chat_common::openapi::serve(&openapi()));
+    let app = public_router(&state).merge(chat_common::openapi::serve(&openapi()));
     let app = chat_common::server::public_layers(app);
+    let internal = chat_common::server::Internal {
+        addr: cfg.internal_listen.clone(),
+        var: "MESSAGE_STORE_INTERNAL_LISTEN",
+        router: chat_common::internal::internal_layers(internal_router(&state), token),
+    };
     chat_common::server::serve_service(
         &cfg.listen,
         "MESSAGE_STORE_LISTEN",
         app,
+        Some(internal),
         &cfg.admin_listen,
         "MESSAGE_STORE_ADMIN_LISTEN",
         checks,

@@ -26,12 +26,16 @@ use uuid::Uuid;
 pub struct Config {
     /// `PRESENCE_LISTEN`, `PRESENCE_ADMIN_LISTEN`.
     pub listen: String,
+    /// `PRESENCE_INTERNAL_LISTEN`: `/internal/v1/*` (edge reports), for the other services only.
+    pub internal_listen: String,
+    /// `CHAT_INTERNAL_TOKEN` (or `_FILE`): the service credential of the internal API.
+    pub internal_token: Option<chat_common::internal::InternalToken>,
     pub admin_listen: String,
     /// `BUS_URL`: where transitions are published.
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
-    /// `AUTH_URL`: JWKS for verifying callers.
+    /// `AUTH_URL`: auth's internal listener (JWKS for verifying callers, revocations).
     pub auth_url: String,
     /// `PRESENCE_STORE_URL`: `redis://…` (shared by replicas) or `memory://` (one replica only).
     /// Defaults to `BUS_URL` when that is Redis, else memory.
@@ -44,10 +48,12 @@ impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
             listen: env_or("PRESENCE_LISTEN", "127.0.0.1:8083"),
+            internal_listen: env_or("PRESENCE_INTERNAL_LISTEN", "127.0.0.1:7083"),
+            internal_token: chat_common::internal::InternalToken::from_env_optional()?,
             admin_listen: env_or("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083"),
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             store_url: env_opt("PRESENCE_STORE_URL"),
             key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
         })
@@ -174,7 +180,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn internal_router(s: &AppState) -> Router {
-    Router::new().route("/internal/v1/edges/{edge}/report", post(report)).with_state(s.clone())
+    Router::new()
+        .route("/internal/v1/edges/{edge}/report", post(report))
+        .route("/internal/v1/presence", axum::routing::get(internal_query))
+        .with_state(s.clone())
+}
+
+/// `GET /v1/presence` for the other services (the old WebSocket dialect on the edges).
+async fn internal_query(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> ApiResult<ApiJson<PresenceList>> {
+    let ids = parse_user_ids(q.get("user_ids").map(String::as_str).unwrap_or(""))?;
+    let presence = s.presence.query(&ids).await.map_err(ApiError::unavailable)?;
+    Ok(ApiJson(PresenceList { presence }))
 }
 
 #[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
@@ -237,10 +256,11 @@ pub async fn apply_report(s: &AppState, edge: &str, r: &Report) -> Result<(), St
 
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
+    let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, std::time::Duration::from_secs(2));
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
     let store_url = cfg.store_url.clone().or_else(|| cfg.bus_url.clone().filter(|u| u.starts_with("redis")));
     let backend = Backend::connect(store_url.as_deref(), &cfg.key_prefix).await.map_err(std::io::Error::other)?;
     let s = build(backend.clone(), bus.clone(), verifier);
@@ -252,12 +272,18 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         }),
         chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
     ];
-    let app = public_router(&s).merge(internal_router(&s)).merge(chat_common::openapi::serve(&openapi()));
+    let app = public_router(&s).merge(chat_common::openapi::serve(&openapi()));
     let app = chat_common::server::public_layers(app);
+    let internal = chat_common::server::Internal {
+        addr: cfg.internal_listen.clone(),
+        var: "PRESENCE_INTERNAL_LISTEN",
+        router: chat_common::internal::internal_layers(internal_router(&s), token),
+    };
     chat_common::server::serve_service(
         &cfg.listen,
         "PRESENCE_LISTEN",
         app,
+        Some(internal),
         &cfg.admin_listen,
         "PRESENCE_ADMIN_LISTEN",
         checks,

@@ -13,10 +13,13 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
-    /// `AUTH_URL`, `MESSAGE_STORE_URL`, `PRESENCE_URL`: the services this edge calls.
+    /// `AUTH_URL`, `MESSAGE_STORE_URL`, `PRESENCE_URL`: the internal listeners of the services this
+    /// edge calls.
     pub auth_url: String,
     pub message_store_url: String,
     pub presence_url: String,
+    /// `CHAT_INTERNAL_TOKEN` (or `_FILE`): the service credential of the internal API.
+    pub internal_token: Option<chat_common::internal::InternalToken>,
     /// `WS_EDGE_ID`: this edge's identity for presence (default: a random one per start).
     pub edge_id: String,
     pub limits: Limits,
@@ -60,9 +63,10 @@ impl Config {
             admin_listen: env_or("WS_EDGE_ADMIN_LISTEN", "127.0.0.1:9084"),
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
-            auth_url: env_or("AUTH_URL", "http://127.0.0.1:8081"),
-            message_store_url: env_or("MESSAGE_STORE_URL", "http://127.0.0.1:8082"),
-            presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:8083"),
+            auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
+            message_store_url: env_or("MESSAGE_STORE_URL", "http://127.0.0.1:7082"),
+            presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:7083"),
+            internal_token: chat_common::internal::InternalToken::from_env_optional()?,
             edge_id: env_opt("WS_EDGE_ID").unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             limits: Limits::from_env()?,
         })

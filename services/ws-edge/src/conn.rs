@@ -71,6 +71,7 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
         rejections: VecDeque::new(),
         typing_sent: HashMap::new(),
         resume_pending: resume,
+        signal: signal.clone(),
     };
     let client_code = conn.read_loop(stream, &signal, epoch, &last_pong).await;
     drop(conn);
@@ -90,6 +91,14 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
 /// Frames written per flush at most (bounded so a long queue cannot starve the ping/close checks).
 const WRITE_BATCH: usize = 64;
 
+/// Why the writer stopped.
+enum WriteEnd {
+    /// A close was requested with this code (None: the queue ended without one).
+    Close(Option<u16>),
+    /// The socket failed, or a write stalled past the window: nothing more can be written.
+    Broken,
+}
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     queue: Arc<crate::outq::OutQueue>,
@@ -99,61 +108,94 @@ async fn write_loop(
     epoch: Instant,
     last_pong: Arc<AtomicI64>,
 ) {
-    if sink.send(Message::Text(hello)).await.is_err() {
-        signal.close(1006);
-        return;
-    }
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let code = loop {
-        if let Some(c) = signal.requested() {
-            break Some(c);
+    // A peer that stops reading fills the kernel buffers and then every write waits; past the
+    // heartbeat window (two intervals) such a connection is closed and its resources freed.
+    let stall = 2 * heartbeat;
+    let end = 'outer: {
+        match tokio::time::timeout(stall, sink.send(Message::Text(hello))).await {
+            Ok(Ok(())) => {}
+            _ => break 'outer WriteEnd::Broken,
         }
-        tokio::select! {
-            biased;
-            _ = signal.notify.notified() => break signal.requested(),
-            f = queue.pop() => match f {
-                Some(f) => {
-                    // Whatever else is already queued goes out in the same write (one syscall for a
-                    // burst instead of one per frame).
-                    let mut n = 1;
-                    if sink.feed(Message::Text(f)).await.is_err() { break None; }
-                    while n < WRITE_BATCH {
-                        let Some(f) = queue.try_pop() else { break };
-                        if sink.feed(Message::Text(f)).await.is_err() { break; }
-                        n += 1;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            if let Some(c) = signal.requested() {
+                break WriteEnd::Close(Some(c));
+            }
+            tokio::select! {
+                biased;
+                _ = signal.notify.notified() => break WriteEnd::Close(signal.requested()),
+                f = queue.pop() => match f {
+                    Some(f) => {
+                        // Whatever else is already queued goes out in the same write (one syscall for
+                        // a burst instead of one per frame).
+                        let burst = async {
+                            let mut n = 1u64;
+                            sink.feed(Message::Text(f)).await?;
+                            while n < WRITE_BATCH as u64 {
+                                let Some(f) = queue.try_pop() else { break };
+                                sink.feed(Message::Text(f)).await?;
+                                n += 1;
+                            }
+                            sink.flush().await.map(|()| n)
+                        };
+                        match tokio::time::timeout(stall, burst).await {
+                            Ok(Ok(n)) => metrics::counter!("ws_frames_out_total").increment(n),
+                            Ok(Err(_)) => break WriteEnd::Broken,
+                            Err(_) => break WriteEnd::Close(Some(close::SLOW_READER)),
+                        }
                     }
-                    metrics::counter!("ws_frames_out_total").increment(n as u64);
-                    if sink.flush().await.is_err() { break None; }
+                    None => break WriteEnd::Close(signal.requested()),
+                },
+                _ = ping.tick() => {
+                    // Two intervals without a pong (or any frame): the peer is gone.
+                    if millis_since(epoch) - last_pong.load(Ordering::Relaxed) > 2 * heartbeat.as_millis() as i64 {
+                        break WriteEnd::Close(Some(1001));
+                    }
+                    match tokio::time::timeout(stall, sink.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break WriteEnd::Broken,
+                        Err(_) => break WriteEnd::Close(Some(close::SLOW_READER)),
+                    }
                 }
-                None => break signal.requested(),
-            },
-            _ = ping.tick() => {
-                // Two intervals without a pong (or any frame): the peer is gone.
-                if millis_since(epoch) - last_pong.load(Ordering::Relaxed) > 2 * heartbeat.as_millis() as i64 {
-                    signal.close(1001);
-                    break Some(1001);
-                }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break None; }
             }
         }
     };
     // Like a dropped channel receiver: producers see Closed from now on, not a full queue.
     queue.close();
-    if let Some(code) = code {
-        let reason = match code {
-            close::GOING_AWAY_DRAIN => "server draining, reconnect and sync",
-            close::TOKEN_EXPIRED => "access token expired",
-            close::TOKEN_REVOKED => "session revoked",
-            close::ABUSE => "too many rejected frames",
-            close::SLOW_READER => "outbound queue overflow, reconnect and sync",
-            close::TOO_BIG => "frame too large",
-            close::UNSUPPORTED => "binary frames are not supported",
-            _ => "",
-        };
-        metrics::counter!("ws_closes_total", "code" => code.to_string()).increment(1);
-        let close = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() })));
-        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+    let code = match end {
+        WriteEnd::Broken => {
+            signal.close(1006);
+            None
+        }
+        WriteEnd::Close(code) => code,
+    };
+    let Some(code) = code else { return };
+    // The reader (and the hub) learn of a close the writer decided.
+    if signal.close(code) && code == close::SLOW_READER {
+        metrics::counter!("ws_slow_consumer_closes_total").increment(1);
     }
+    metrics::counter!("ws_closes_total", "code" => code.to_string()).increment(1);
+    let reason = match code {
+        close::GOING_AWAY_DRAIN => "server draining, reconnect and sync",
+        close::TOKEN_EXPIRED => "access token expired",
+        close::TOKEN_REVOKED => "session revoked",
+        close::ABUSE => "too many rejected frames",
+        close::SLOW_READER => "outbound queue overflow, reconnect and sync",
+        close::TOO_BIG => "frame too large",
+        close::UNSUPPORTED => "binary frames are not supported",
+        _ => "",
+    };
+    // Replies already queued go out before the close (every frame with an `id` gets its reply), within
+    // a bounded time; a slow reader's queue is not worth waiting for.
+    let finish = async {
+        if code != close::SLOW_READER {
+            while let Some(f) = queue.try_pop() {
+                sink.feed(Message::Text(f)).await?;
+            }
+        }
+        sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), finish).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
@@ -169,6 +211,7 @@ struct Conn {
     /// Last typing state sent upstream per conversation, and when (throttles chatty clients).
     typing_sent: HashMap<Uuid, (TypingState, Instant)>,
     resume_pending: bool,
+    signal: Arc<crate::hub::ConnSignal>,
 }
 
 impl Conn {
@@ -179,11 +222,19 @@ impl Conn {
         epoch: Instant,
         last_pong: &AtomicI64,
     ) -> Option<u16> {
+        // `resume=1` holds live messages until the first `sync`: a client that never sends one is
+        // closed like a slow reader once the heartbeat window has passed (the hold is bounded in
+        // count by the hub as well).
+        let resume_deadline = tokio::time::Instant::now() + 2 * self.hub.limits.heartbeat;
         loop {
             let msg = tokio::select! {
                 m = stream.next() => m,
                 _ = tokio::time::sleep_until(self.expires) => {
                     signal.close(close::TOKEN_EXPIRED);
+                    return None;
+                }
+                _ = tokio::time::sleep_until(resume_deadline), if self.resume_pending => {
+                    signal.close(close::SLOW_READER);
                     return None;
                 }
                 _ = signal.notify.notified() => return None,
@@ -216,8 +267,13 @@ impl Conn {
         }
     }
 
+    /// Queues a reply, waiting for room (backpressure on this client's own frames) for at most the
+    /// heartbeat window: a client that sends but never reads is closed as a slow reader (4009).
     async fn reply(&self, f: Utf8Bytes) {
-        self.queue.push(f).await;
+        let stall = 2 * self.hub.limits.heartbeat;
+        if tokio::time::timeout(stall, self.queue.push(f)).await.is_err() {
+            self.signal.close(close::SLOW_READER);
+        }
     }
 
     async fn on_text(&mut self, text: &str, signal: &crate::hub::ConnSignal) {
@@ -304,6 +360,12 @@ impl Conn {
             && *last == state
             && (state == TypingState::Stop || now.duration_since(*at) < Duration::from_secs(2))
         {
+            return;
+        }
+        // Alternating start/stop passes the check above: a per-user budget bounds what a flood of
+        // changes can publish (the frame is still acknowledged; the indicator lapses on its own).
+        if !self.hub.take_typing_token(self.user) {
+            metrics::counter!("ws_typing_dropped_total").increment(1);
             return;
         }
         self.typing_sent.insert(cid, (state, now));

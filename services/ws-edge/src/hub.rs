@@ -91,6 +91,7 @@ struct UserEntry {
     conns: Vec<ConnId>,
     conversations: HashSet<Uuid>,
     bucket: TokenBucket,
+    typing: TokenBucket,
 }
 
 struct ConvEntry {
@@ -121,6 +122,29 @@ struct TokenBucket {
     tokens: f64,
     at: Instant,
 }
+
+impl TokenBucket {
+    fn full(burst: f64) -> TokenBucket {
+        TokenBucket { tokens: burst, at: Instant::now() }
+    }
+
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Typing changes a user may publish: a burst of 6, then 2 per second (a person typing and pausing
+/// produces far fewer; a flood of alternating start/stop is cut to this).
+const TYPING_RATE: f64 = 2.0;
+const TYPING_BURST: f64 = 6.0;
 
 pub struct Hub {
     state: Mutex<State>,
@@ -195,7 +219,8 @@ impl Hub {
                 UserEntry {
                     conns: Vec::new(),
                     conversations: HashSet::new(),
-                    bucket: TokenBucket { tokens: self.limits.send_burst, at: Instant::now() },
+                    bucket: TokenBucket::full(self.limits.send_burst),
+                    typing: TokenBucket::full(TYPING_BURST),
                 }
             });
             entry.conns.push(id);
@@ -302,20 +327,12 @@ impl Hub {
     /// Takes one send token for `user`; false when over the rate.
     pub fn take_send_token(&self, user: Uuid) -> bool {
         let (rate, burst) = (self.limits.send_rate, self.limits.send_burst);
-        let mut st = self.lock();
-        let Some(u) = st.users.get_mut(&user) else {
-            return false;
-        };
-        let now = Instant::now();
-        let b = &mut u.bucket;
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.lock().users.get_mut(&user).is_some_and(|u| u.bucket.take(rate, burst))
+    }
+
+    /// Takes one typing token for `user`; false when over the typing budget.
+    pub fn take_typing_token(&self, user: Uuid) -> bool {
+        self.lock().users.get_mut(&user).is_some_and(|u| u.typing.take(TYPING_RATE, TYPING_BURST))
     }
 
     /// Records a renewed token's session for the connection (revocation closes by session).
@@ -729,7 +746,17 @@ fn deliver_in_order(
             for id in &u.conns {
                 let Some(c) = conns.get_mut(id) else { continue };
                 if let Some(held) = &mut c.hold {
-                    held.push((cid, seq, frame.clone()));
+                    // Bounded like the outbound queue the held messages will go to: a `resume=1`
+                    // client that never syncs is a slow reader.
+                    if held.len() >= c.queue.capacity() {
+                        held.clear();
+                        held.shrink_to_fit();
+                        if c.signal.close(close::SLOW_READER) {
+                            metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+                        }
+                    } else {
+                        held.push((cid, seq, frame.clone()));
+                    }
                 } else if !c.replayed(cid, seq) {
                     push(c, frame.clone(), true);
                 }

@@ -39,7 +39,7 @@ pub trait LegacyDirectory: Send + Sync {
     async fn online(&self, token: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError>;
 }
 
-/// The microservices' implementation: internal routes of message-store and auth, public presence.
+/// The microservices' implementation: internal routes of message-store, auth and presence.
 pub struct HttpLegacyDirectory {
     http: reqwest::Client,
     store: String,
@@ -48,15 +48,19 @@ pub struct HttpLegacyDirectory {
 }
 
 impl HttpLegacyDirectory {
-    pub fn new(store: &str, auth: &str, presence: &str) -> Self {
+    pub fn new(store: &str, auth: &str, presence: &str, token: &chat_common::internal::InternalToken) -> Self {
         let trim = |s: &str| s.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .default_headers(token.headers())
+            .build()
+            .expect("http client");
         HttpLegacyDirectory { http, store: trim(store), auth: trim(auth), presence: trim(presence) }
     }
 }
 
 fn upstream(e: reqwest::Error) -> ApiError {
-    ApiError::unavailable(format!("upstream unreachable: {e}"))
+    crate::upstream::unreachable(e)
 }
 
 #[async_trait::async_trait]
@@ -80,17 +84,10 @@ impl LegacyDirectory for HttpLegacyDirectory {
         Ok(resp.json::<LegacyUsers>().await.map_err(upstream)?.users)
     }
 
-    async fn online(&self, token: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
+    async fn online(&self, _token: &str, ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
         let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let url = format!("{}/v1/presence", self.presence);
-        let resp = self
-            .http
-            .get(url)
-            .query(&[("user_ids", list.join(","))])
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(upstream)?;
+        let url = format!("{}/internal/v1/presence", self.presence);
+        let resp = self.http.get(url).query(&[("user_ids", list.join(","))]).send().await.map_err(upstream)?;
         if !resp.status().is_success() {
             return Err(ApiError::unavailable(format!("presence answered {}", resp.status())));
         }
@@ -182,8 +179,10 @@ async fn session(
         Ok(n) => directory.conversation(n).await.ok().flatten(),
         Err(_) => Uuid::parse_str(&conversation).ok(),
     };
+    // One answer for "no such conversation" and "not yours": outsiders learn nothing about which
+    // old ids exist.
     let Some(cid) = cid else {
-        return close_with(socket, NOT_A_MEMBER, "no such conversation").await;
+        return close_with(socket, NOT_A_MEMBER, "not a member of this conversation").await;
     };
     let reg = match hub.register(user, claims.sid, false).await {
         Ok(r) => r,
@@ -200,15 +199,20 @@ async fn session(
     let mut online: HashSet<Uuid> = directory.online(&token, &members).await.unwrap_or_default().into_iter().collect();
     online.insert(user);
     let (mut sink, mut stream) = socket.split();
-    let status = online_status(&mut names, &online, "online").await;
-    let mut ok = sink.send(Message::Text(status.to_string().into())).await.is_ok();
     let heartbeat = hub.limits.heartbeat;
+    // Every write is bounded by the heartbeat window: a client that stops reading is closed.
+    let stall = 2 * heartbeat;
+    let status = online_status(&mut names, &online, "online").await;
+    let mut ok = send_bounded(&mut sink, Message::Text(status.to_string().into()), stall).await;
     let mut ping = tokio::time::interval(heartbeat);
     let mut last_seen = Instant::now();
     let mut last_typing: Option<Instant> = None;
+    let expires = tokio::time::Instant::now()
+        + Duration::from_secs(u64::try_from(claims.exp - chat_authn::now_secs()).unwrap_or(0));
+    let mut close = None;
     while ok {
         if let Some(code) = reg.signal.requested() {
-            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: "".into() }))).await;
+            close = Some((code, ""));
             break;
         }
         tokio::select! {
@@ -216,10 +220,9 @@ async fn session(
                 let Some(frame) = frame else { break };
                 let Ok(ev) = serde_json::from_str::<Value>(frame.as_str()) else { continue };
                 match translate(&ev, cid, user, &me, &mut names, &mut online, &hub).await {
-                    Translated::Send(out) => ok = sink.send(Message::Text(out.to_string().into())).await.is_ok(),
+                    Translated::Send(out) => ok = send_bounded(&mut sink, Message::Text(out.to_string().into()), stall).await,
                     Translated::Removed => {
-                        let reason = "not a member of this conversation";
-                        let _ = sink.send(Message::Close(Some(CloseFrame { code: NOT_A_MEMBER, reason: reason.into() }))).await;
+                        close = Some((NOT_A_MEMBER, "not a member of this conversation"));
                         break;
                     }
                     Translated::Nothing => {}
@@ -230,11 +233,11 @@ async fn session(
                 match msg {
                     Some(Ok(Message::Text(t))) => {
                         if let Some(reply) = handle_client(t.as_str(), cid, user, &hub, &mut last_typing).await {
-                            ok = sink.send(Message::Text(reply.to_string().into())).await.is_ok();
+                            ok = send_bounded(&mut sink, Message::Text(reply.to_string().into()), stall).await;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = sink.send(Message::Close(Some(CloseFrame { code: close::UNSUPPORTED, reason: "".into() }))).await;
+                        close = Some((close::UNSUPPORTED, ""));
                         break;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -242,15 +245,38 @@ async fn session(
                 }
             }
             _ = reg.signal.notify.notified() => {}
+            // The old backend never looked at expiry again; a connection ends with its token.
+            _ = tokio::time::sleep_until(expires) => {
+                close = Some((TOKEN_EXPIRED, "token expired"));
+                break;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > heartbeat * 2 {
                     break;
                 }
-                ok = sink.send(Message::Ping(Default::default())).await.is_ok();
+                ok = send_bounded(&mut sink, Message::Ping(Default::default()), stall).await;
             }
         }
     }
+    if !ok {
+        // A write stalled or failed: nothing more can be written; the reader is a slow one.
+        if reg.signal.close(close::SLOW_READER) {
+            metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+        }
+    } else if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+        let _ = send_bounded(&mut sink, frame, Duration::from_secs(2)).await;
+    }
     hub.unregister(reg.id);
+}
+
+/// One write to the socket, given up after `limit` (a peer that stopped reading).
+async fn send_bounded(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    msg: Message,
+    limit: Duration,
+) -> bool {
+    matches!(tokio::time::timeout(limit, sink.send(msg)).await, Ok(Ok(())))
 }
 
 enum Translated {
@@ -343,7 +369,7 @@ async fn handle_client(
         Some("typing") => {
             // `receiver` (an old integer id or a new one) only named the other side of a direct
             // conversation; the typing event goes to the conversation either way.
-            if last_typing.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            if last_typing.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) && hub.take_typing_token(user) {
                 *last_typing = Some(Instant::now());
                 hub.publish_typing(cid, user, TypingState::Start).await;
             }

@@ -164,18 +164,20 @@ impl Edge {
 /// Runs the service until `shutdown`, then drains.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
+    let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, Duration::from_secs(2));
-    let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url));
-    let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url));
+    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, Duration::from_secs(2));
+    let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url, &token));
+    let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url, &token));
     let edge = build(&cfg.edge_id, cfg.limits.clone(), bus.clone(), verifier, store, presence).await;
     let checks = vec![
         chat_common::ops::bus_check(bus),
         chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
-        chat_common::ops::http_check(
+        chat_common::ops::http_check_with(
             "message-store",
             format!("{}/internal/v1/ready", cfg.message_store_url.trim_end_matches('/')),
+            Some(token.clone()),
         ),
     ];
     let drain_edge = edge.clone();
@@ -183,12 +185,13 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         shutdown.await;
         drain_edge.drain().await;
     };
-    let legacy = Arc::new(legacy::HttpLegacyDirectory::new(&cfg.message_store_url, &auth, &cfg.presence_url));
+    let legacy = Arc::new(legacy::HttpLegacyDirectory::new(&cfg.message_store_url, &auth, &cfg.presence_url, &token));
     let app = chat_common::server::public_layers(router(edge.clone()).merge(legacy::router(edge, legacy)));
     chat_common::server::serve_service_tuned(
         &cfg.listen,
         "WS_EDGE_LISTEN",
         app,
+        None,
         &cfg.admin_listen,
         "WS_EDGE_ADMIN_LISTEN",
         checks,

@@ -76,6 +76,11 @@ impl OutQueue {
         }
     }
 
+    /// The most frames the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// The queue length from which inessential frames (typing, presence) are dropped: more than
     /// three quarters full.
     pub fn inessential_limit(&self) -> usize {

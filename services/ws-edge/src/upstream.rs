@@ -44,8 +44,14 @@ pub struct PresenceReport {
     pub heartbeat_ms: u64,
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(64).build().expect("http client")
+/// An HTTP client of the internal API: every request carries the service credential.
+fn client(token: &chat_common::internal::InternalToken) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(64)
+        .default_headers(token.headers())
+        .build()
+        .expect("http client")
 }
 
 /// Turns a non-2xx answer into the same problem the service gave.
@@ -83,8 +89,11 @@ fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     }
 }
 
-fn unreachable(e: reqwest::Error) -> ApiError {
-    ApiError::unavailable(format!("upstream unreachable: {e}"))
+/// A failed call to another service. The client learns only that it may retry: the error's text
+/// names internal addresses, so it goes to the log, never into a frame.
+pub(crate) fn unreachable(e: reqwest::Error) -> ApiError {
+    tracing::warn!(error = %e, "internal call failed");
+    ApiError::unavailable("a service is unreachable; retry shortly")
 }
 
 pub struct HttpMessageStore {
@@ -105,8 +114,12 @@ struct PendingSend {
 const SENDS_IN_FLIGHT: usize = 4;
 
 impl HttpMessageStore {
-    pub fn new(base: &str) -> Self {
-        HttpMessageStore { http: client(), base: base.trim_end_matches('/').to_string(), sends: Default::default() }
+    pub fn new(base: &str, token: &chat_common::internal::InternalToken) -> Self {
+        HttpMessageStore {
+            http: client(token),
+            base: base.trim_end_matches('/').to_string(),
+            sends: Default::default(),
+        }
     }
 
     fn sends(&self) -> &mpsc::Sender<PendingSend> {
@@ -260,8 +273,8 @@ pub struct HttpPresence {
 }
 
 impl HttpPresence {
-    pub fn new(base: &str) -> Self {
-        HttpPresence { http: client(), base: base.trim_end_matches('/').to_string() }
+    pub fn new(base: &str, token: &chat_common::internal::InternalToken) -> Self {
+        HttpPresence { http: client(token), base: base.trim_end_matches('/').to_string() }
     }
 }
 

@@ -218,8 +218,18 @@ where
 
 /// The backup path for revocations: polls auth's `/internal/v1/revoked-sessions` every `every`, so a
 /// revocation published while the bus was down (or before this service started) still takes effect.
-pub fn spawn_revocation_poller(verifier: Arc<Verifier>, auth_base: &str, every: Duration) {
+pub fn spawn_revocation_poller(
+    verifier: Arc<Verifier>,
+    auth_base: &str,
+    token: &chat_common::internal::InternalToken,
+    every: Duration,
+) {
     let url = format!("{}/internal/v1/revoked-sessions", auth_base.trim_end_matches('/'));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .default_headers(token.headers())
+        .build()
+        .unwrap_or_else(|_| verifier.http.clone());
     tokio::spawn(async move {
         #[derive(Deserialize)]
         struct Entry {
@@ -231,7 +241,7 @@ pub fn spawn_revocation_poller(verifier: Arc<Verifier>, auth_base: &str, every: 
             sessions: Vec<Entry>,
         }
         loop {
-            match verifier.http.get(&url).send().await {
+            match http.get(&url).send().await {
                 Ok(r) if r.status().is_success() => {
                     if let Ok(list) = r.json::<List>().await {
                         for e in list.sessions {

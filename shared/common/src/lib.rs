@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod internal;
 pub mod openapi;
 pub mod ops;
 pub mod server;

@@ -109,15 +109,22 @@ pub fn bus_check(bus: chat_bus::Bus) -> ReadyCheck {
 
 /// Readiness of a peer service: its URL answers 2xx.
 pub fn http_check(name: &'static str, url: String) -> ReadyCheck {
+    http_check_with(name, url, None)
+}
+
+/// Readiness of a peer's internal route, sending the service credential.
+pub fn http_check_with(name: &'static str, url: String, token: Option<crate::internal::InternalToken>) -> ReadyCheck {
+    let auth = token.map(|t| format!("Authorization: {}\r\n", t.header_value().to_str().unwrap_or_default()));
     ReadyCheck::new(name, move || {
         let url = url.clone();
+        let auth = auth.clone().unwrap_or_default();
         async move {
             let addr = url.strip_prefix("http://").ok_or("only http:// peers are checked")?;
             let (hostport, path) =
                 addr.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((addr, "/".into()));
             let mut s = tokio::net::TcpStream::connect(hostport).await.map_err(|e| e.to_string())?;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\n{auth}Connection: close\r\n\r\n");
             s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
             let mut buf = [0u8; 12];
             s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;

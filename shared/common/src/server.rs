@@ -169,18 +169,27 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-/// Serves a service: `app` on its public listener, the admin router on the admin listener; both stop
-/// when `shutdown` resolves.
+/// A service's internal listener: its address, the variable that set it, and the internal router
+/// (already wrapped by `internal::internal_layers`).
+pub struct Internal {
+    pub addr: String,
+    pub var: &'static str,
+    pub router: Router,
+}
+
+/// Serves a service: `app` on its public listener, the internal routes on their own listener (never
+/// the public one), the admin router on the admin listener; all stop when `shutdown` resolves.
 pub async fn serve_service(
     listen: &str,
     listen_var: &str,
     app: Router,
+    internal: Option<Internal>,
     admin: &str,
     admin_var: &str,
     checks: Vec<crate::ops::ReadyCheck>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_service_tuned(listen, listen_var, app, admin, admin_var, checks, None, shutdown).await
+    serve_service_tuned(listen, listen_var, app, internal, admin, admin_var, checks, None, shutdown).await
 }
 
 /// `serve_service` with a fixed socket send buffer on the public listener (see `serve_tuned`).
@@ -188,6 +197,7 @@ pub async fn serve_service_tuned(
     listen: &str,
     listen_var: &str,
     app: Router,
+    internal: Option<Internal>,
     admin: &str,
     admin_var: &str,
     checks: Vec<crate::ops::ReadyCheck>,
@@ -196,16 +206,25 @@ pub async fn serve_service_tuned(
 ) -> std::io::Result<()> {
     let public = bind(listen, listen_var).await?;
     let admin_l = bind(admin, admin_var).await?;
-    tracing::info!(public = %public.local_addr()?, admin = %admin_l.local_addr()?, "listening");
+    let internal = match internal {
+        Some(i) => Some((bind(&i.addr, i.var).await?, i.router)),
+        None => None,
+    };
+    let internal_addr = internal.as_ref().and_then(|(l, _)| l.local_addr().ok());
+    tracing::info!(public = %public.local_addr()?, internal = ?internal_addr, admin = %admin_l.local_addr()?, "listening");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let admin_task = tokio::spawn(serve(admin_l, crate::ops::admin_router(checks), wait(rx.clone())));
+    let internal_task = internal.map(|(l, router)| tokio::spawn(serve(l, router, wait(rx.clone()))));
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
     });
     serve_tuned(public, app, send_buffer, wait(rx)).await?;
+    if let Some(t) = internal_task {
+        t.await.map_err(std::io::Error::other)??;
+    }
     admin_task.await.map_err(std::io::Error::other)?
 }

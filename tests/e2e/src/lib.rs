@@ -374,6 +374,16 @@ pub struct Cluster {
     store_env: Vec<(&'static str, String)>,
     pub store_admin: String,
     pub auth_admin: String,
+    /// The internal listeners (service credential required) and the credential.
+    pub auth_internal: String,
+    pub store_internal: String,
+    pub presence_internal: String,
+    pub internal_token: String,
+}
+
+/// A fresh service credential for one test cluster.
+pub fn internal_token() -> String {
+    format!("e2e-internal-{}", Uuid::new_v4().simple())
 }
 
 impl Cluster {
@@ -389,9 +399,12 @@ impl Cluster {
         let (auth, auth_admin) = (free_addr(), free_addr());
         let (store, store_admin) = (free_addr(), free_addr());
         let (presence, presence_admin) = (free_addr(), free_addr());
-        let auth_url = format!("http://{auth}");
+        let (auth_internal, store_internal, presence_internal) = (free_addr(), free_addr(), free_addr());
+        let token = internal_token();
+        let auth_url = format!("http://{auth_internal}");
         let common = |mut v: Vec<(&'static str, String)>| {
             v.push(("BUS_URL", bus_url.to_string()));
+            v.push(("CHAT_INTERNAL_TOKEN", token.clone()));
             // Clusters share the machine's broker: their topics must not meet.
             v.push(("BUS_TOPIC_PREFIX", format!("{id}.")));
             v.push(("AUTH_URL", auth_url.clone()));
@@ -405,6 +418,7 @@ impl Cluster {
             &common(vec![
                 ("AUTH_LISTEN", auth.clone()),
                 ("AUTH_ADMIN_LISTEN", auth_admin.clone()),
+                ("AUTH_INTERNAL_LISTEN", auth_internal.clone()),
                 ("DATABASE_URL", pg.clone()),
                 ("DATABASE_SCHEMA", auth_schema.clone()),
             ]),
@@ -414,6 +428,7 @@ impl Cluster {
         let store_env = common(vec![
             ("MESSAGE_STORE_LISTEN", store.clone()),
             ("MESSAGE_STORE_ADMIN_LISTEN", store_admin.clone()),
+            ("MESSAGE_STORE_INTERNAL_LISTEN", store_internal.clone()),
             ("DATABASE_URL", pg.clone()),
             ("DATABASE_SCHEMA", store_schema.clone()),
         ]);
@@ -423,6 +438,7 @@ impl Cluster {
             &common(vec![
                 ("PRESENCE_LISTEN", presence.clone()),
                 ("PRESENCE_ADMIN_LISTEN", presence_admin.clone()),
+                ("PRESENCE_INTERNAL_LISTEN", presence_internal.clone()),
                 ("PRESENCE_KEY_PREFIX", format!("{id}:presence")),
             ]),
         ));
@@ -438,8 +454,8 @@ impl Cluster {
                 ("WS_EDGE_LISTEN", e.clone()),
                 ("WS_EDGE_ADMIN_LISTEN", ea.clone()),
                 ("WS_EDGE_ID", format!("{id}-edge{i}")),
-                ("MESSAGE_STORE_URL", format!("http://{store}")),
-                ("PRESENCE_URL", format!("http://{presence}")),
+                ("MESSAGE_STORE_URL", format!("http://{store_internal}")),
+                ("PRESENCE_URL", format!("http://{presence_internal}")),
             ]);
             edge_procs.push(Some(Proc::spawn("chat-ws-edge", &env)));
             edge_envs.push(env);
@@ -463,6 +479,10 @@ impl Cluster {
             store_env,
             store_admin,
             auth_admin,
+            auth_internal,
+            store_internal,
+            presence_internal,
+            internal_token: token,
         }
     }
 
@@ -495,6 +515,10 @@ impl Cluster {
     }
     pub fn store_api(&self) -> Api {
         Api::new(format!("http://{}", self.store))
+    }
+    /// The message-store's internal listener (send the credential as the bearer token).
+    pub fn store_internal_api(&self) -> Api {
+        Api::new(format!("http://{}", self.store_internal))
     }
     /// Takes edge `i`'s process (to kill or terminate it).
     pub fn take_edge(&mut self, i: usize) -> Proc {

@@ -11,7 +11,8 @@ async fn batch_route_answers_each_send_as_if_alone() {
     let (a, b, stranger) =
         (api.register(&unique("a")).await, api.register(&unique("b")).await, api.register(&unique("c")).await);
     let cid = api.direct(&a, &b).await;
-    let store = c.store_api();
+    let store = c.store_internal_api();
+    let cred = Some(c.internal_token.as_str());
     let send = |sender: &TestUser, body: &str, cmid: Option<&str>| json!({"conversation_id": cid, "sender_id": sender.id, "body": body, "client_msg_id": cmid});
     let batch = json!({"sends": [
         send(&a, "first", Some("k1")),
@@ -20,7 +21,7 @@ async fn batch_route_answers_each_send_as_if_alone() {
         send(&a, "first", Some("k1")),
         send(&b, "second", None),
     ]});
-    let (s, v) = store.call("POST", "/internal/v1/messages/batch", None, Some(batch)).await;
+    let (s, v) = store.call("POST", "/internal/v1/messages/batch", cred, Some(batch)).await;
     assert_eq!(s, 200, "{v}");
     let r = v["results"].as_array().expect("results");
     assert_eq!(r.len(), 5);
@@ -44,7 +45,7 @@ async fn batch_route_answers_each_send_as_if_alone() {
 
     // Too many sends in one request is the caller's mistake.
     let many: Vec<_> = (0..33).map(|i| send(&a, &format!("m{i}"), None)).collect();
-    let (s, v) = store.call("POST", "/internal/v1/messages/batch", None, Some(json!({ "sends": many }))).await;
+    let (s, v) = store.call("POST", "/internal/v1/messages/batch", cred, Some(json!({ "sends": many }))).await;
     assert_eq!(s, 422, "{v}");
 }
 

@@ -1,0 +1,395 @@
+//! The outside security audit's findings, each performed as the attack against the real processes.
+//! A test here failed on the code the audit attacked and passes once the hole is closed.
+
+use chat_e2e::*;
+use serde_json::json;
+use std::time::Duration;
+
+async fn metric(admin: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.expect("metrics").text().await.expect("body");
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Finding 1: internal routes on the public port and without a credential let anyone send as any
+/// user, read any conversation and pin anyone online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_routes_are_off_the_public_ports_and_need_the_service_credential() {
+    let c = Cluster::start(&require_redis().await, 1, &[]).await;
+    let api = c.api();
+    let (alice, bob, mallory) =
+        (api.register(&unique("a")).await, api.register(&unique("b")).await, api.register(&unique("m")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let forged = json!({"sends": [{"conversation_id": cid, "sender_id": alice.id, "body": "forged by mallory"}]});
+
+    // The public ports do not serve the internal API at all, whatever the caller sends.
+    for (base, path, body) in [
+        (&c.store, "/internal/v1/messages/batch".to_string(), forged.clone()),
+        (&c.store, format!("/internal/v1/conversations/{cid}/messages"), json!({"sender_id": alice.id, "body": "x"})),
+        (&c.auth, "/internal/v1/users/lookup".to_string(), json!({"ids": [alice.id]})),
+        (
+            &c.presence,
+            "/internal/v1/edges/evil/report".to_string(),
+            json!({"online": [bob.id], "heartbeat_ms": 3_600_000}),
+        ),
+    ] {
+        let public = Api::new(format!("http://{base}"));
+        for cred in [None, Some(mallory.token.as_str()), Some(c.internal_token.as_str())] {
+            let (s, v) = public.call("POST", &path, cred, Some(body.clone())).await;
+            assert_eq!(s, 404, "{path} on the public port {base}: {s} {v}");
+        }
+        let (s, _) = public
+            .call("GET", &format!("/internal/v1/conversations/{cid}/messages?user_id={}", alice.id), None, None)
+            .await;
+        assert!(s == 404 || s == 405, "history on the public port: {s}");
+    }
+
+    // The internal ports refuse a missing or wrong credential (and a user's access token) with 401.
+    let before = metric(&c.store_admin, "internal_auth_failures_total").await;
+    for (base, path, body) in [
+        (&c.store_internal, "/internal/v1/messages/batch", forged.clone()),
+        (&c.auth_internal, "/internal/v1/users/lookup", json!({"ids": [alice.id]})),
+        (
+            &c.presence_internal,
+            "/internal/v1/edges/evil/report",
+            json!({"online": [bob.id], "heartbeat_ms": 3_600_000}),
+        ),
+    ] {
+        let internal = Api::new(format!("http://{base}"));
+        let wrong = format!("{}x", &c.internal_token[..c.internal_token.len() - 1]);
+        for cred in [None, Some(mallory.token.as_str()), Some(wrong.as_str())] {
+            let (s, v) = internal.call("POST", path, cred, Some(body.clone())).await;
+            assert_eq!(s, 401, "{path} on {base} with {cred:?}: {v}");
+            assert_eq!(v["code"], "unauthorized");
+        }
+    }
+    let after = metric(&c.store_admin, "internal_auth_failures_total").await;
+    assert!(after >= before + 3.0, "refusals are counted: {before} -> {after}");
+
+    // Nothing the attacker sent took effect: no forged message, bob is not pinned online.
+    let (s, v) = api.call("GET", &format!("/v1/conversations/{cid}/messages"), Some(&bob.token), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["messages"].as_array().map(Vec::len), Some(0), "no forged message stored: {v}");
+    let (_, p) = api.call("GET", &format!("/v1/presence?user_ids={}", bob.id), Some(&alice.token), None).await;
+    assert_eq!(p["presence"][0]["status"], "offline", "a forged report pinned bob online: {p}");
+
+    // The services themselves hold the credential: a real send over the edge works end to end.
+    let (s, v) = c
+        .store_internal_api()
+        .call("POST", "/internal/v1/messages/batch", Some(&c.internal_token), Some(json!({"sends": []})))
+        .await;
+    assert_eq!(s, 200, "the credential opens the internal API: {v}");
+    let mut ws = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
+    assert_eq!(ws.next(WAIT).await["type"], "hello");
+    ws.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "hello bob"})).await;
+    let (ack, _) = ws.ack_and_own_message(WAIT, "s1").await;
+    assert_eq!(ack["message"]["body"], "hello bob");
+}
+
+/// Finding 1, configuration: a service without the credential refuses to start, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_the_credential_does_not_start() {
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let p = tokio::process::Command::new(binary("chat-presence"))
+        .env_remove("CHAT_INTERNAL_TOKEN")
+        .env_remove("CHAT_INTERNAL_TOKEN_FILE")
+        .env("PRESENCE_LISTEN", &addrs[0])
+        .env("PRESENCE_INTERNAL_LISTEN", &addrs[1])
+        .env("PRESENCE_ADMIN_LISTEN", &addrs[2])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), p).await.expect("exits").expect("runs");
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("CHAT_INTERNAL_TOKEN"), "names the variable: {text}");
+}
+
+/// Opens a WebSocket by hand on a socket with a tiny receive buffer and returns it right after the
+/// `101` headers, without reading further: a client that will stop reading.
+async fn raw_ws(addr: &str, path: &str, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(2048).expect("rcvbuf");
+    let target: std::net::SocketAddr = addr.parse().expect("addr");
+    sock.connect(&target.into()).expect("connect");
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut tcp = tokio::net::TcpStream::from_std(std::net::TcpStream::from(sock)).expect("tokio stream");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.expect("upgrade answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// A masked client text frame (mask key zero: the payload goes as is).
+fn client_frame(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut f = vec![0x81u8];
+    if b.len() < 126 {
+        f.push(0x80 | b.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(b.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(b);
+    f
+}
+
+async fn presence_of(api: &Api, asker: &TestUser, who: &TestUser) -> String {
+    let (_, p) = api.call("GET", &format!("/v1/presence?user_ids={}", who.id), Some(&asker.token), None).await;
+    p["presence"][0]["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// Finding 3: a client that sends but never reads was never closed (its replies waited for queue room
+/// outside any select, socket writes had no timeout), so it stayed online for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_goes_offline() {
+    use tokio::io::AsyncWriteExt;
+    let t =
+        AllInOne::start(&[("CHAT_HEARTBEAT_INTERVAL_MS", "1000".into()), ("CHAT_SOCKET_SEND_BUFFER", "4096".into())])
+            .await;
+    let api = t.api();
+    let (mallory, bob) = (api.register(&unique("m")).await, api.register(&unique("b")).await);
+    api.direct(&mallory, &bob).await;
+    let mut tcp = raw_ws(&t.addr, "/v1/ws", &mallory.token).await;
+    // Pings, each answered by a pong the attacker never reads, until the server stops reading too.
+    let frame = client_frame(r#"{"type":"ping","id":"p"}"#);
+    let mut sent = 0;
+    while sent < 200_000 {
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(&frame)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    assert!(sent > 1000, "the attack got going ({sent} frames)");
+    // The connection is closed by the server and its user goes offline, while the attacker still
+    // holds the socket open.
+    let mut status = String::new();
+    for _ in 0..150 {
+        status = presence_of(&api, &bob, &mallory).await;
+        if status == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, "offline", "a stalled reader stays connected and online");
+    let text = reqwest::get(format!("http://{}/metrics", t.admin)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("ws_slow_consumer_closes_total"), "counted as a slow consumer");
+    drop(tcp);
+}
+
+/// Finding 2: a `resume=1` connection that never sends `sync` held live messages without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_hold_without_sync_is_bounded_in_count_and_time() {
+    // Count: a queue of 16 frames; 40 messages arrive while the connection holds.
+    let t = AllInOne::start(&[
+        ("CHAT_OUTBOUND_QUEUE", "16".into()),
+        ("CHAT_SEND_RATE_PER_SEC", "1000".into()),
+        ("CHAT_SEND_BURST", "1000".into()),
+    ])
+    .await;
+    let api = t.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut held = Ws::connect(&t.ws(), &alice.token, "?resume=1").await;
+    assert_eq!(held.next(WAIT).await["type"], "hello");
+    for i in 0..40 {
+        let (s, v) = api
+            .call(
+                "POST",
+                &format!("/v1/conversations/{cid}/messages"),
+                Some(&bob.token),
+                Some(json!({"body": format!("m{i}")})),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    assert_eq!(held.closed(Duration::from_secs(20)).await, Some(4009), "held past the queue's size");
+
+    // Time: with a 1 s heartbeat, a resume connection that never syncs is closed within the window.
+    let t = AllInOne::start(&[("CHAT_HEARTBEAT_INTERVAL_MS", "1000".into())]).await;
+    let api = t.api();
+    let alice = api.register(&unique("a")).await;
+    let mut idle = Ws::connect(&t.ws(), &alice.token, "?resume=1").await;
+    assert_eq!(idle.next(WAIT).await["type"], "hello");
+    assert_eq!(idle.closed(Duration::from_secs(20)).await, Some(4009), "held past the heartbeat window");
+    // A client that syncs at once is not affected.
+    let mut good = Ws::connect(&t.ws(), &alice.token, "?resume=1").await;
+    assert_eq!(good.next(WAIT).await["type"], "hello");
+    good.send(json!({"type": "sync", "id": "s", "positions": {}})).await;
+    assert_eq!(good.next(WAIT).await["type"], "sync_done");
+    // Reading (and so answering the server's pings) past the window: still open.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut good.stream)).await {
+        assert!(!matches!(m, Ok(tokio_tungstenite::tungstenite::Message::Close(_))), "a synced client was closed");
+    }
+    good.send(json!({"type": "ping", "id": "still-here"})).await;
+    assert_eq!(good.wait_for(WAIT, |v| v["type"] == "pong").await["reply_to"], "still-here");
+}
+
+/// Finding 26: the 4008 close threw away the `rate_limited` replies queued before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejected_frame_gets_its_reply_before_the_4008_close() {
+    let t = AllInOne::start(&[("CHAT_SEND_RATE_PER_SEC", "0.01".into()), ("CHAT_SEND_BURST", "1".into())]).await;
+    let api = t.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut ws = Ws::connect(&t.ws(), &alice.token, "").await;
+    assert_eq!(ws.next(WAIT).await["type"], "hello");
+    // One send within the budget, then 101 rejected ones: the 101st rejection closes with 4008.
+    for i in 0..102 {
+        ws.send(json!({"type": "send", "id": format!("s{i}"), "conversation_id": cid, "body": "x"})).await;
+    }
+    let mut replies = std::collections::HashSet::new();
+    let mut limited = 0;
+    let code = loop {
+        let m = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut ws.stream))
+            .await
+            .expect("frames then a close")
+            .expect("open")
+            .expect("ws");
+        match m {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if let Some(r) = v["reply_to"].as_str() {
+                    assert!(replies.insert(r.to_string()), "one reply per frame: {v}");
+                    if v["code"] == "rate_limited" {
+                        limited += 1;
+                    }
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Close(c) => break c.map(|c| u16::from(c.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4008));
+    assert_eq!(limited, 101, "every rejection reached the client before the close");
+    assert_eq!(replies.len(), 102, "the accepted send's ack too");
+}
+
+/// Finding 9: alternating typing start/stop was forwarded one event per frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typing_flood_reaches_the_other_member_as_a_trickle() {
+    let t = AllInOne::start(&[]).await;
+    let api = t.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut wb = Ws::connect(&t.ws(), &bob.token, "").await;
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    let mut wa = Ws::connect(&t.ws(), &alice.token, "").await;
+    assert_eq!(wa.next(WAIT).await["type"], "hello");
+    let start = std::time::Instant::now();
+    for i in 0..2000 {
+        let state = if i % 2 == 0 { "start" } else { "stop" };
+        wa.send(json!({"type": "typing", "conversation_id": cid, "state": state})).await;
+    }
+    wa.send(json!({"type": "ping", "id": "done"})).await;
+    assert_eq!(wa.wait_for(Duration::from_secs(30), |v| v["type"] == "pong").await["reply_to"], "done");
+    let secs = start.elapsed().as_secs_f64();
+    // Count what bob received, until a marker message shows everything before it has arrived.
+    let (s, _) = api
+        .call("POST", &format!("/v1/conversations/{cid}/messages"), Some(&alice.token), Some(json!({"body": "end"})))
+        .await;
+    assert_eq!(s, 201);
+    let mut typing = 0;
+    loop {
+        let v = wb.next(WAIT).await;
+        match v["type"].as_str() {
+            Some("typing") => typing += 1,
+            Some("message") => break,
+            _ => {}
+        }
+    }
+    let allowed = 6 + (2.0 * secs).ceil() as usize + 1;
+    assert!(typing <= allowed, "{typing} typing events reached bob in {secs:.1} s (at most {allowed})");
+    assert!(typing >= 1, "typing still works");
+}
+
+async fn legacy_connect(base: &str, conversation: &str, token: &str) -> WsStream {
+    let url = format!("{base}/ws/chat/{conversation}/?token={token}");
+    tokio_tungstenite::connect_async(url).await.expect("old-dialect connect").0
+}
+
+/// The close code and reason of an old-dialect connection (reading, so pings are answered).
+async fn legacy_close(ws: &mut WsStream, within: Duration) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(ws)).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(c))))) => {
+                return (u16::from(c.code), c.reason.to_string());
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Findings 11 and 19 on the old dialect: the token's expiry was never enforced, and the close told
+/// outsiders whether a legacy conversation id exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_dialect_enforces_expiry_and_does_not_tell_which_ids_exist() {
+    let t = AllInOne::start(&[("CHAT_ACCESS_TOKEN_TTL", "3".into())]).await;
+    let api = t.api();
+    let (alice, bob, mallory) =
+        (api.register(&unique("a")).await, api.register(&unique("b")).await, api.register(&unique("m")).await);
+    let cid = api.direct(&alice, &bob).await;
+
+    let mut missing = legacy_connect(&t.ws(), "987654321", &mallory.token).await;
+    let mut foreign = legacy_connect(&t.ws(), &cid.to_string(), &mallory.token).await;
+    let a = legacy_close(&mut missing, WAIT).await;
+    let b = legacy_close(&mut foreign, WAIT).await;
+    assert_eq!(a, b, "a missing id and someone else's conversation look the same");
+    assert_eq!(a.0, 4003);
+
+    // A member's connection ends when its token does (4000), though the client keeps reading.
+    let mut ws = legacy_connect(&t.ws(), &cid.to_string(), &alice.token).await;
+    let (code, _) = legacy_close(&mut ws, Duration::from_secs(20)).await;
+    assert_eq!(code, 4000, "closed at expiry");
+}
+
+/// Finding 3 on the old dialect: a client that stops reading is closed and goes offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_dialect_client_that_stops_reading_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let t = AllInOne::start(&[
+        ("CHAT_HEARTBEAT_INTERVAL_MS", "1000".into()),
+        ("CHAT_SOCKET_SEND_BUFFER", "4096".into()),
+        ("CHAT_SEND_RATE_PER_SEC", "100000".into()),
+        ("CHAT_SEND_BURST", "100000".into()),
+    ])
+    .await;
+    let api = t.api();
+    let (mallory, bob) = (api.register(&unique("m")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&mallory, &bob).await;
+    let mut tcp = raw_ws(&t.addr, &format!("/ws/chat/{cid}/?token={}", mallory.token), &mallory.token).await;
+    // Unknown frames, each answered by an error the attacker never reads.
+    let frame = client_frame(r#"{"type":"nonsense","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#);
+    let mut sent = 0;
+    while sent < 200_000 {
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(&frame)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    let mut status = String::new();
+    for _ in 0..150 {
+        status = presence_of(&api, &bob, &mallory).await;
+        if status == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, "offline", "a stalled old-dialect reader stays connected ({sent} frames sent)");
+    drop(tcp);
+}

@@ -2,6 +2,7 @@
 //! detection, logout and session revocation.
 
 use crate::AppState;
+use crate::store::RotateOutcome;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use base64::Engine;
@@ -69,11 +70,18 @@ pub async fn register(
     display_name: Option<String>,
 ) -> ApiResult<TokenResponse> {
     check_registration(username, &password, display_name.as_deref())?;
-    let ip_key = addr.0.map(|ip| format!("reg:{ip}"));
-    if let Some(k) = &ip_key {
-        throttle(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;
-    }
     let username = username.to_ascii_lowercase();
+    // The address's budget is taken before any hashing, atomically; a taken name is found before
+    // hashing too and gives its attempt back (no Argon2 work for it).
+    let ip_key = addr.0.map(|ip| throttle_key("reg", &ip.to_string()));
+    if let Some(k) = &ip_key {
+        reserve(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;
+    }
+    let taken = || ApiError::conflict("username_taken", "that username is taken");
+    if s.store.username_taken(&username).await.map_err(crate::Error::from)? {
+        release(s, ip_key.as_deref()).await?;
+        return Err(taken());
+    }
     let hash = s.hasher.hash(password).await?;
     let user = User {
         id: Uuid::now_v7(),
@@ -82,10 +90,7 @@ pub async fn register(
         created_at: Timestamp::now(),
     };
     if !s.store.create_user(&user, &hash).await.map_err(crate::Error::from)? {
-        return Err(ApiError::conflict("username_taken", "that username is taken"));
-    }
-    if let Some(k) = &ip_key {
-        s.store.throttle_add(k).await.map_err(crate::Error::from)?;
+        return Err(taken());
     }
     metrics::counter!("auth_registrations_total").increment(1);
     issue_session(s, user).await
@@ -96,22 +101,45 @@ pub async fn login(s: &AppState, addr: ClientAddr, username: &str, password: Str
         return Err(ApiError::validation("fields must not contain NUL"));
     }
     let username = username.to_ascii_lowercase();
-    let user_key = format!("login:u:{username}");
-    let ip_key = addr.0.map(|ip| format!("login:ip:{ip}"));
-    throttle(s, &user_key, s.limits.login_failures_per_user, s.limits.login_window_secs).await?;
-    if let Some(k) = &ip_key {
-        throttle(s, k, s.limits.login_failures_per_ip, s.limits.login_window_secs).await?;
+    // Each attempt is counted before the password is hashed, atomically (concurrent wrong guesses
+    // each take a place; the 11th is refused however they race). A success gives its places back.
+    let user_key = throttle_key("login:u", &username);
+    let ip_key = addr.0.map(|ip| throttle_key("login:ip", &ip.to_string()));
+    let attempts_key = addr.0.map(|ip| throttle_key("login:all", &ip.to_string()));
+    reserve(s, &user_key, s.limits.login_failures_per_user, s.limits.login_window_secs).await?;
+    if let Some(k) = &ip_key
+        && let Err(e) = reserve(s, k, s.limits.login_failures_per_ip, s.limits.login_window_secs).await
+    {
+        release(s, Some(&user_key)).await?;
+        return Err(e);
+    }
+    // Successful logins cost a hash too: every attempt from an address counts here, kept or not.
+    if let Some(k) = &attempts_key
+        && let Err(e) = reserve(s, k, s.limits.login_attempts_per_ip, s.limits.login_window_secs).await
+    {
+        release(s, Some(&user_key)).await?;
+        release(s, ip_key.as_deref()).await?;
+        return Err(e);
     }
     let found = s.store.user_with_hash(&username).await.map_err(crate::Error::from)?;
-    let (user, hash) = match found {
-        Some((u, h)) => (Some(u), Some(h)),
-        None => (None, None),
+    let (user, hash, disabled) = match found {
+        Some((u, h, d)) => (Some(u), Some(h), d),
+        None => (None, None, false),
     };
     let old_hash = hash.clone().filter(|h| crate::password::needs_rehash(h));
     let ok = s.hasher.verify(password.clone(), hash).await?;
     match user {
         Some(user) if ok => {
             s.store.throttle_clear(&user_key).await.map_err(crate::Error::from)?;
+            release(s, ip_key.as_deref()).await?;
+            // Only with the right password does the caller learn the account is switched off.
+            if disabled {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "account_disabled",
+                    "this account is disabled",
+                ));
+            }
             // An imported Django (PBKDF2) hash is replaced by Argon2id on the first good login.
             if let Some(old) = old_hash {
                 let new = s.hasher.hash(password).await?;
@@ -121,23 +149,35 @@ pub async fn login(s: &AppState, addr: ClientAddr, username: &str, password: Str
         }
         _ => {
             metrics::counter!("auth_login_failures_total").increment(1);
-            s.store.throttle_add(&user_key).await.map_err(crate::Error::from)?;
-            if let Some(k) = &ip_key {
-                s.store.throttle_add(k).await.map_err(crate::Error::from)?;
-            }
             Err(ApiError::unauthorized("wrong username or password"))
         }
     }
 }
 
-/// 429 once `limit` events of `key` happened within the window; `Retry-After` is when the oldest leaves it.
-async fn throttle(s: &AppState, key: &str, limit: i64, window_secs: i64) -> ApiResult<()> {
+/// A throttle key: the kind and a hash of the subject, so keys are short whatever a client sends
+/// (a 1 MB username must not become a 1 MB row).
+fn throttle_key(kind: &str, subject: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, subject.as_bytes());
+    let hex: String = d.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind}:{hex}")
+}
+
+/// Takes one attempt of `key`'s window; 429 once more than `limit` were taken, with `Retry-After`
+/// when the window ends.
+async fn reserve(s: &AppState, key: &str, limit: i64, window_secs: i64) -> ApiResult<()> {
     let now = Timestamp::now().0;
     let window_ms = window_secs * 1000;
-    let (n, oldest) = s.store.throttle_count(key, now - window_ms).await.map_err(crate::Error::from)?;
-    if n >= limit {
-        let retry = oldest.map(|o| (o + window_ms - now) / 1000 + 1).unwrap_or(window_secs);
-        return Err(ApiError::rate_limited(retry.max(1) as u64));
+    let (n, start) = s.store.throttle_reserve(key, now, now - window_ms).await.map_err(crate::Error::from)?;
+    if n > limit {
+        let retry = (start + window_ms - now) / 1000 + 1;
+        return Err(ApiError::rate_limited(retry.clamp(1, window_secs.max(1)) as u64));
+    }
+    Ok(())
+}
+
+async fn release(s: &AppState, key: Option<&str>) -> ApiResult<()> {
+    if let Some(k) = key {
+        s.store.throttle_release(k).await.map_err(crate::Error::from)?;
     }
     Ok(())
 }
@@ -200,20 +240,27 @@ pub async fn refresh(s: &AppState, token: &str) -> ApiResult<TokenResponse> {
         return Err(invalid());
     }
     let user = s.store.user(row.user_id).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
+    if s.store.is_disabled(user.id).await.map_err(crate::Error::from)? {
+        return Err(invalid());
+    }
     let (access, exp) = access_token(s, user.id, row.session_id)?;
     let new = new_refresh_token()?;
     let new_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
-    let rotated = s
+    let outcome = s
         .store
         .rotate_refresh(&hash, &hash_token(&new), row.session_id, new_exp, exp)
         .await
         .map_err(crate::Error::from)?;
-    if !rotated {
+    match outcome {
+        RotateOutcome::Rotated => Ok(token_response(s, user, access, new)),
         // Lost a race with another use of the same token: that is reuse too.
-        revoke(s, row.session_id).await?;
-        return Err(invalid());
+        RotateOutcome::AlreadyUsed => {
+            revoke(s, row.session_id).await?;
+            Err(invalid())
+        }
+        // A logout won the race: the new access token is never handed out.
+        RotateOutcome::SessionRevoked => Err(invalid()),
     }
-    Ok(token_response(s, user, access, new))
 }
 
 pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {

@@ -34,6 +34,9 @@ pub struct Limits {
     pub login_failures_per_user: i64,
     pub login_failures_per_ip: i64,
     pub login_window_secs: i64,
+    /// `CHAT_LOGIN_MAX_ATTEMPTS_PER_IP` (500): every login attempt from one address within the window,
+    /// successful or not (each costs a password hash).
+    pub login_attempts_per_ip: i64,
     /// `CHAT_REGISTER_MAX_PER_IP` (1000) within `CHAT_REGISTER_WINDOW_SECS` (3600).
     pub registrations_per_ip: i64,
     pub register_window_secs: i64,
@@ -42,6 +45,8 @@ pub struct Limits {
     pub trusted_proxies: Vec<Cidr>,
     /// `AUTH_HASH_CONCURRENCY`: password hashes computed at once (each takes 19 MiB).
     pub hash_concurrency: usize,
+    /// `AUTH_HASH_QUEUE` (64): hashes waiting for a thread at most; past it requests get 503.
+    pub hash_queue: usize,
     /// `AUTH_KEY_RELOAD_SECS` (30): how soon a key rotation done elsewhere is picked up.
     pub key_reload_secs: u64,
 }
@@ -63,10 +68,12 @@ impl Limits {
             login_failures_per_user: env_parse("CHAT_LOGIN_MAX_FAILURES_PER_USER", 10)?,
             login_failures_per_ip: env_parse("CHAT_LOGIN_MAX_FAILURES_PER_IP", 50)?,
             login_window_secs: env_parse("CHAT_LOGIN_WINDOW_SECS", 900)?,
+            login_attempts_per_ip: env_parse("CHAT_LOGIN_MAX_ATTEMPTS_PER_IP", 500)?,
             registrations_per_ip: env_parse("CHAT_REGISTER_MAX_PER_IP", 1000)?,
             register_window_secs: env_parse("CHAT_REGISTER_WINDOW_SECS", 3600)?,
             trusted_proxies,
             hash_concurrency: env_parse("AUTH_HASH_CONCURRENCY", 4)?,
+            hash_queue: env_parse("AUTH_HASH_QUEUE", 64)?,
             key_reload_secs: env_parse("AUTH_KEY_RELOAD_SECS", 30)?,
         })
     }

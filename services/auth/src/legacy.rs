@@ -12,6 +12,8 @@ pub struct DjangoUser {
     pub first_name: String,
     pub last_name: String,
     pub date_joined: Timestamp,
+    /// Django's `is_active`: a deactivated account is imported switched off (it cannot log in).
+    pub is_active: bool,
 }
 
 pub enum Imported {
@@ -65,7 +67,8 @@ pub async fn import_user(
         display_name: if display.is_empty() { candidates[0].clone() } else { display },
         created_at: u.date_joined,
     };
-    match store.import_user(u.id, &user, &candidates, &u.password).await? {
+    let disabled_at = (!u.is_active).then(|| Timestamp::now().0);
+    match store.import_user(u.id, &user, &candidates, &u.password, disabled_at).await? {
         Some(name) => {
             let renamed = name != u.username.to_ascii_lowercase();
             Ok(Imported::New { id: user.id, username: name, renamed })

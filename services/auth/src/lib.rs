@@ -55,7 +55,7 @@ pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<Ap
     Ok(AppState {
         store,
         keys,
-        hasher: password::Hasher::new(limits.hash_concurrency),
+        hasher: password::Hasher::new(limits.hash_concurrency, limits.hash_queue),
         bus,
         verifier,
         limits: Arc::new(limits),
@@ -76,6 +76,14 @@ pub fn spawn_background(s: &AppState) {
                 - 1000 * s.limits.login_window_secs.max(s.limits.register_window_secs);
             if let Err(e) = s.store.throttle_purge(horizon).await {
                 tracing::warn!(error = %e, "throttle purge failed");
+            }
+            // Expired refresh tokens, and sessions nothing can use any more (a day's grace keeps
+            // recently revoked sessions answerable by the revocation poll).
+            let now = chat_protocol::Timestamp::now().0;
+            match s.store.purge_sessions(now, now / 1000 - 86_400).await {
+                Ok(n) if n > 0 => metrics::counter!("auth_sessions_purged_total").increment(n),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "session purge failed"),
             }
         }
     });

@@ -6,6 +6,7 @@
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use chat_common::ApiError;
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -20,14 +21,15 @@ enum Job {
 
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: mpsc::Sender<Job>,
+    /// Bounded: a burst beyond what the threads can work off soon is refused (503), not queued.
+    jobs: mpsc::SyncSender<Job>,
     // Verified against when the user does not exist, so both cases take the same time.
     dummy: Arc<String>,
 }
 
 impl Hasher {
-    pub fn new(threads: usize) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>();
+    pub fn new(threads: usize, queue: usize) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = rx.clone();
@@ -57,18 +59,30 @@ impl Hasher {
         Hasher { jobs: tx, dummy: Arc::new(dummy) }
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, crate::Error> {
+    fn submit(&self, job: Job) -> Result<(), ApiError> {
+        self.jobs.try_send(job).map(|()| metrics::counter!("auth_password_hashes_total").increment(1)).map_err(|e| {
+            match e {
+                mpsc::TrySendError::Full(_) => {
+                    metrics::counter!("auth_hash_queue_full_total").increment(1);
+                    ApiError::unavailable("too many logins at once; retry shortly")
+                }
+                mpsc::TrySendError::Disconnected(_) => ApiError::internal("password hashing stopped"),
+            }
+        })
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Hash(password, tx)).map_err(|e| crate::Error::Internal(e.to_string()))?;
-        rx.await.map_err(|e| crate::Error::Internal(e.to_string()))?
+        self.submit(Job::Hash(password, tx))?;
+        Ok(rx.await.map_err(|e| crate::Error::Internal(e.to_string()))??)
     }
 
     /// `stored` is `None` for an unknown user: a dummy hash is checked so timing does not tell.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, crate::Error> {
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy.as_str().to_owned());
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Verify(password, stored, tx)).map_err(|e| crate::Error::Internal(e.to_string()))?;
+        self.submit(Job::Verify(password, stored, tx))?;
         let ok = rx.await.map_err(|e| crate::Error::Internal(e.to_string()))?;
         Ok(known && ok)
     }

@@ -26,6 +26,16 @@ pub struct RefreshRow {
     pub session_revoked: bool,
 }
 
+/// What a refresh-token rotation found.
+#[derive(Debug, PartialEq)]
+pub enum RotateOutcome {
+    Rotated,
+    /// `old` was used meanwhile (a racing reuse).
+    AlreadyUsed,
+    /// The session was revoked meanwhile (a racing logout).
+    SessionRevoked,
+}
+
 fn uuid_col(row: &AnyRow, col: &str) -> Result<Uuid, sqlx::Error> {
     let s: String = row.try_get(col)?;
     Uuid::parse_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
@@ -117,12 +127,20 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String)>, sqlx::Error> {
-        let row = sqlx::query(concat!("SELECT ", user_cols!(), ", password_hash FROM users WHERE username = $1"))
-            .bind(username)
-            .fetch_optional(&self.db.pool)
-            .await?;
-        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+    /// A user by name with the stored hash and whether the account is switched off.
+    pub async fn user_with_hash(&self, username: &str) -> Result<Option<(User, String, bool)>, sqlx::Error> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            ", password_hash, disabled_at FROM users WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        row.map(|r| {
+            Ok((user_from(&r)?, r.try_get("password_hash")?, r.try_get::<Option<i64>, _>("disabled_at")?.is_some()))
+        })
+        .transpose()
     }
 
     /// Swaps a user's hash when it is still `old` (a concurrent login may have upgraded it already).
@@ -240,8 +258,8 @@ impl Store {
         .transpose()
     }
 
-    /// Rotates a refresh token: marks `old` used and stores `new`, atomically. Returns false if `old`
-    /// was used meanwhile (a racing reuse), in which case nothing changes.
+    /// Rotates a refresh token: marks `old` used, stores `new` and raises the session's access expiry
+    /// to the new token's, atomically. Nothing changes unless the outcome is `Rotated`.
     pub async fn rotate_refresh(
         &self,
         old: &str,
@@ -249,8 +267,23 @@ impl Store {
         sid: Uuid,
         new_expires: i64,
         access_exp: i64,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<RotateOutcome, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
+        // The session row first (the order `revoke_session` locks in): a logout that committed
+        // before this point leaves the session revoked and the rotation refused; one that commits
+        // after reads the access expiry raised here and publishes a revocation covering the new token.
+        let live = sqlx::query(
+            "UPDATE sessions SET access_exp = CASE WHEN access_exp < $1 THEN $1 ELSE access_exp END \
+             WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(access_exp)
+        .bind(sid.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if live.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(RotateOutcome::SessionRevoked);
+        }
         let r = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
             .bind(Timestamp::now().0)
             .bind(old)
@@ -258,7 +291,7 @@ impl Store {
             .await?;
         if r.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(RotateOutcome::AlreadyUsed);
         }
         sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
             .bind(new)
@@ -266,13 +299,8 @@ impl Store {
             .bind(new_expires)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE sessions SET access_exp = $1 WHERE id = $2 AND access_exp < $1")
-            .bind(access_exp)
-            .bind(sid.to_string())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(RotateOutcome::Rotated)
     }
 
     /// Revokes a session; returns the latest access-token expiry if it was live until now.
@@ -298,33 +326,90 @@ impl Store {
 
     // --- throttling ---
 
-    /// Events of `key` since `since_ms`: their count and the oldest time.
-    pub async fn throttle_count(&self, key: &str, since_ms: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM throttle_events WHERE key = $1 AND at > $2")
-                .bind(key)
-                .bind(since_ms)
-                .fetch_one(&self.db.pool)
-                .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    /// Counts one attempt of `key` in its fixed window (a new window starts when the current one
+    /// began before `horizon_ms`), atomically: concurrent attempts each get a distinct count.
+    /// Returns the count including this attempt and when the window started.
+    pub async fn throttle_reserve(&self, key: &str, now_ms: i64, horizon_ms: i64) -> Result<(i64, i64), sqlx::Error> {
+        let row = sqlx::query(
+            "INSERT INTO throttle_counters (key, window_start, n) VALUES ($1, $2, 1) \
+             ON CONFLICT (key) DO UPDATE SET \
+               n = CASE WHEN throttle_counters.window_start < $3 THEN 1 ELSE throttle_counters.n + 1 END, \
+               window_start = CASE WHEN throttle_counters.window_start < $3 THEN $2 \
+                                   ELSE throttle_counters.window_start END \
+             RETURNING n, window_start",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(horizon_ms)
+        .fetch_one(&self.db.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("window_start")?))
     }
 
-    pub async fn throttle_add(&self, key: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO throttle_events (key, at) VALUES ($1, $2)")
+    /// Gives back one reserved attempt (it turned out not to count, e.g. a successful login).
+    pub async fn throttle_release(&self, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE throttle_counters SET n = n - 1 WHERE key = $1 AND n > 0")
             .bind(key)
-            .bind(Timestamp::now().0)
             .execute(&self.db.pool)
             .await?;
         Ok(())
     }
 
     pub async fn throttle_clear(&self, key: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM throttle_events WHERE key = $1").bind(key).execute(&self.db.pool).await?;
+        sqlx::query("DELETE FROM throttle_counters WHERE key = $1").bind(key).execute(&self.db.pool).await?;
         Ok(())
     }
 
+    /// Drops windows that began before `before_ms`, and what older versions left behind.
     pub async fn throttle_purge(&self, before_ms: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM throttle_counters WHERE window_start < $1")
+            .bind(before_ms)
+            .execute(&self.db.pool)
+            .await?;
         sqlx::query("DELETE FROM throttle_events WHERE at < $1").bind(before_ms).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes refresh tokens expired before `before_ms` and sessions with no refresh token left
+    /// whose access tokens expired before `before_secs` (revoked or not: nothing can use them).
+    /// Returns how many sessions went.
+    pub async fn purge_sessions(&self, before_ms: i64, before_secs: i64) -> Result<u64, sqlx::Error> {
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1").bind(before_ms).execute(&self.db.pool).await?;
+        let r = sqlx::query(
+            "DELETE FROM sessions WHERE access_exp < $1 \
+             AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id)",
+        )
+        .bind(before_secs)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// True when the username is taken (checked before hashing a new password for it).
+    pub async fn username_taken(&self, username: &str) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query("SELECT 1 AS x FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .is_some())
+    }
+
+    /// True when the account is switched off.
+    pub async fn is_disabled(&self, id: Uuid) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query("SELECT disabled_at FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<Option<i64>, _>("disabled_at")).transpose()?.flatten().is_some())
+    }
+
+    /// Switches an account off (or on again with `None`).
+    pub async fn set_disabled(&self, id: Uuid, at: Option<i64>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id.to_string())
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 }
@@ -367,18 +452,20 @@ impl Store {
         user: &User,
         usernames: &[String],
         password_hash: &str,
+        disabled_at: Option<i64>,
     ) -> Result<Option<String>, sqlx::Error> {
         let mut tx = self.db.pool.begin().await?;
         for name in usernames {
             let r = sqlx::query(
-                "INSERT INTO users (id, username, display_name, password_hash, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING",
+                "INSERT INTO users (id, username, display_name, password_hash, created_at, disabled_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) DO NOTHING",
             )
             .bind(user.id.to_string())
             .bind(name)
             .bind(&user.display_name)
             .bind(password_hash)
             .bind(user.created_at.0)
+            .bind(disabled_at)
             .execute(&mut *tx)
             .await?;
             if r.rows_affected() == 1 {

@@ -158,7 +158,9 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
     loop {
         let rows = sqlx::query(
             "SELECT CAST(id AS BIGINT) AS id, username, password, first_name, last_name, \
-             CAST(date_joined AS TEXT) AS date_joined FROM auth_user WHERE id > $1 ORDER BY id LIMIT 1000",
+             CAST(date_joined AS TEXT) AS date_joined, \
+             CAST(CASE WHEN is_active THEN 1 ELSE 0 END AS BIGINT) AS active \
+             FROM auth_user WHERE id > $1 ORDER BY id LIMIT 1000",
         )
         .bind(after)
         .fetch_all(&src)
@@ -174,6 +176,7 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
                 first_name: r.try_get::<Option<String>, _>("first_name")?.unwrap_or_default(),
                 last_name: r.try_get::<Option<String>, _>("last_name")?.unwrap_or_default(),
                 date_joined: Timestamp(time_or_now(r.try_get("date_joined")?)),
+                is_active: r.try_get::<i64, _>("active")? != 0,
             };
             after = u.id;
             match chat_auth::legacy::import_user(&auth, &users, &u).await? {

@@ -393,3 +393,192 @@ async fn an_old_dialect_client_that_stops_reading_is_closed() {
     assert_eq!(status, "offline", "a stalled old-dialect reader stays connected ({sent} frames sent)");
     drop(tcp);
 }
+
+/// Finding 5: 60 concurrent wrong passwords for one user were all checked against a limit of 10.
+async fn login_limit_holds_under_a_race(t: &Target) {
+    let api = t.api();
+    let victim = api.register(&unique("v")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let (api, name) = (api.clone(), victim.username.clone());
+        tasks.push(tokio::spawn(async move {
+            api.call("POST", "/v1/auth/login", None, Some(json!({"username": name, "password": "wrong guess 1"})))
+                .await
+                .0
+        }));
+    }
+    let mut checked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            401 => checked += 1,
+            429 | 503 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 10, "{checked} passwords were checked with a limit of 10");
+    let (s, _) = api
+        .call("POST", "/v1/auth/login", None, Some(json!({"username": victim.username, "password": "correct horse 1"})))
+        .await;
+    assert_eq!(s, 429, "the limit holds for the right password too until the window passes");
+}
+both!(login_limit_holds_under_a_race, [("AUTH_HASH_QUEUE", "1000"), ("CHAT_LOGIN_MAX_FAILURES_PER_IP", "1000")]);
+
+/// Findings 15 and 18: Argon2 work without limit (taken names hashed first, successful logins never
+/// counted, an unbounded hash queue) and throttle keys holding whatever username a client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_is_bounded_and_throttle_keys_stay_small() {
+    let c = Cluster::start(
+        &require_redis().await,
+        1,
+        &[
+            ("AUTH_HASH_CONCURRENCY", "1".into()),
+            ("AUTH_HASH_QUEUE", "2".into()),
+            ("CHAT_LOGIN_MAX_ATTEMPTS_PER_IP", "8".into()),
+            ("CHAT_LOGIN_MAX_FAILURES_PER_IP", "1000".into()),
+        ],
+    )
+    .await;
+    let api = c.api();
+    let alice = api.register(&unique("a")).await;
+    let hashes = || metric(&c.auth_admin, "auth_password_hashes_total");
+    // A taken name is refused before any hashing.
+    let before = hashes().await;
+    for _ in 0..20 {
+        let (s, _) = api
+            .call(
+                "POST",
+                "/v1/auth/register",
+                None,
+                Some(json!({"username": alice.username, "password": "another pass 1"})),
+            )
+            .await;
+        assert_eq!(s, 409);
+    }
+    assert_eq!(hashes().await, before, "registrations of a taken name hashed passwords");
+
+    // A burst beyond the hash queue is refused with 503 + Retry-After instead of queueing without end.
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"username": format!("nobody{i}"), "password": "some password"});
+            api.call("POST", "/v1/auth/login", None, Some(body)).await.0
+        }));
+    }
+    let mut busy = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            503 => busy += 1,
+            401 | 429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(busy > 0, "no login was refused for a full hash queue");
+
+    // Very long usernames do not turn into long keys.
+    let long = "x".repeat(200_000);
+    for _ in 0..3 {
+        let (s, _) = api.call("POST", "/v1/auth/login", None, Some(json!({"username": long, "password": "pw"}))).await;
+        assert!(s == 401 || s == 429 || s == 503, "{s}");
+    }
+    let longest =
+        pg_scalar(format!("SELECT CAST(MAX(LENGTH(key)) AS BIGINT) FROM {}.throttle_counters", c.auth_schema)).await;
+    assert!(longest <= 64, "a throttle key of {longest} characters");
+
+    // Successful logins count toward the address's attempt budget (8 here, the burst above used it up).
+    let mut last = 0;
+    for _ in 0..3 {
+        last = api
+            .call(
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(json!({"username": alice.username, "password": "correct horse 1"})),
+            )
+            .await
+            .0;
+    }
+    assert_eq!(last, 429, "successful logins are never throttled");
+}
+
+/// Finding 14: a refresh racing a logout could mint an access token outliving the revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_racing_logout_never_outlives_the_revocation() {
+    let c = Cluster::start(&require_redis().await, 1, &[("CHAT_LOGIN_MAX_ATTEMPTS_PER_IP", "10000".into())]).await;
+    let api = c.api();
+    let u = api.register(&unique("r")).await;
+    let mut minted = Vec::new();
+    for _ in 0..40 {
+        let (s, v) = api
+            .call("POST", "/v1/auth/login", None, Some(json!({"username": u.username, "password": "correct horse 1"})))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let refresh = v["refresh_token"].as_str().unwrap().to_string();
+        // Access tokens of a refresh expire a second or more after the login's.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let (a, b) = (api.clone(), api.clone());
+        let (r1, r2) = (refresh.clone(), refresh);
+        let (rf, lo) = tokio::join!(
+            async move { a.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": r1}))).await },
+            async move { b.call("POST", "/v1/auth/logout", None, Some(json!({"refresh_token": r2}))).await }
+        );
+        assert_eq!(lo.0, 204);
+        if rf.0 == 200 {
+            minted.push(rf.1["access_token"].as_str().unwrap().to_string());
+        }
+    }
+    // Every token a refresh handed out is covered by its session's revocation until it expires.
+    let internal = Api::new(format!("http://{}", c.auth_internal));
+    let (s, list) = internal.call("GET", "/internal/v1/revoked-sessions", Some(&c.internal_token), None).await;
+    assert_eq!(s, 200);
+    let until: std::collections::HashMap<String, i64> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["session_id"].as_str().unwrap().to_string(), e["until"].as_i64().unwrap()))
+        .collect();
+    for tok in minted {
+        let claims = claims_of(&tok);
+        let sid = claims["sid"].as_str().unwrap();
+        let exp = claims["exp"].as_i64().unwrap();
+        let covered = until.get(sid).copied().unwrap_or(0);
+        assert!(covered >= exp, "session {sid}: a token valid until {exp} outlives its revocation (until {covered})");
+    }
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64");
+    serde_json::from_slice(&bytes).expect("claims")
+}
+
+/// Finding 24: sessions and refresh tokens were never purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_and_refresh_tokens_are_purged() {
+    let c = Cluster::start(&require_redis().await, 1, &[("AUTH_KEY_RELOAD_SECS", "1".into())]).await;
+    let api = c.api();
+    let (old, fresh) = (api.register(&unique("o")).await, api.register(&unique("f")).await);
+    let schema = &c.auth_schema;
+    // Age one user's session and refresh token past every expiry.
+    pg_scalar(format!(
+        "WITH a AS (UPDATE {schema}.sessions SET access_exp = 1 WHERE user_id = '{}' RETURNING id), \
+         b AS (UPDATE {schema}.refresh_tokens SET expires_at = 1 WHERE session_id IN (SELECT id FROM a) RETURNING 1) \
+         SELECT CAST(COUNT(*) AS BIGINT) FROM b",
+        old.id
+    ))
+    .await;
+    let count = |id: uuid::Uuid| {
+        pg_scalar(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {schema}.sessions WHERE user_id = '{id}'"))
+    };
+    let mut left = 1;
+    for _ in 0..100 {
+        left = count(old.id).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "the expired session is still stored");
+    assert_eq!(count(fresh.id).await, 1, "a live session is kept");
+}

@@ -145,11 +145,18 @@ async fn refresh_rotation_reuse_and_logout(t: &Target) {
     assert_eq!(s, 204);
     let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": latest}))).await;
     assert_eq!(s, 401);
-    for junk in [json!("nope"), json!(12), json!("x".repeat(43))] {
+    for junk in [json!("nope"), json!("x".repeat(43))] {
         let (s, _) = api.call("POST", "/v1/auth/logout", None, Some(json!({"refresh_token": junk}))).await;
         assert_eq!(s, 204, "logout with {junk}");
         let (s, _) = api.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": junk}))).await;
         assert_eq!(s, 401, "refresh with {junk}");
+    }
+    // A token field of the wrong JSON type is a validation failure, not a bad token (audit finding 27).
+    for junk in [json!(12), json!(null), json!(["x"])] {
+        for route in ["/v1/auth/refresh", "/v1/auth/logout"] {
+            let (s, v) = api.call("POST", route, None, Some(json!({"refresh_token": junk}))).await;
+            assert_eq!((s, v["code"].as_str()), (422, Some("validation_failed")), "{route} with {junk}");
+        }
     }
 }
 both!(refresh_rotation_reuse_and_logout);

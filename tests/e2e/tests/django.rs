@@ -119,6 +119,18 @@ async fn add_fixture_message(url: &str) {
          VALUES (105, 12, 2, 'written after the first import', {ts})"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at).execute(&pool).await.expect("late message");
+    // An account an operator deactivated in Django (audit finding 12: it must not become a login).
+    let user = format!(
+        "INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff, \
+         is_active, date_joined) VALUES (4, $1, false, 'dave', '', '', '', false, false, {})",
+        ts.replace("$1", "$2")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(user))
+        .bind(django_hash("dave-old-pass", "salt4xyz"))
+        .bind(at)
+        .execute(&pool)
+        .await
+        .expect("deactivated user");
 }
 
 fn import(source: &str, env: &[(&str, String)]) -> String {
@@ -294,6 +306,9 @@ async fn migrate_and_chat(api: &Api, ws_base: &str, source: &str, env: &[(&str, 
     add_fixture_message(source).await;
     let third = import(source, env);
     assert!(third.contains("1 imported, 6 already imported"), "{third}");
+    let (s, v) = login(api, "dave", "dave-old-pass").await;
+    assert_eq!((s, v["code"].as_str()), (403, Some("account_disabled")), "a deactivated Django account logs in: {v}");
+    assert_eq!(login(api, "dave", "wrong").await.0, 401, "and says nothing without the password");
     let (_, h) = api.call("GET", &format!("/v1/conversations/{cid}/messages"), Some(&alice_token), None).await;
     let last = h["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["seq"].as_i64(), last["body"].as_str()), (Some(6), Some("written after the first import")));

@@ -51,6 +51,13 @@ enum Backend {
     Nats(nats_bus::NatsBus),
 }
 
+/// A delay between half and all of `d`, so reconnecting clients spread out instead of retrying in step.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish() % 1000;
+    d / 2 + d.mul_f64(r as f64 / 2000.0)
+}
+
 /// Bound on one publish: past it the caller (the outbox) keeps the event and retries later.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -99,11 +99,29 @@ impl RedisSubscriptions {
 
 /// Owns one pub/sub connection: applies subscription changes (batched), forwards messages, and on
 /// connection loss reconnects with backoff, resubscribes everything, then reports `Resubscribed`.
+/// Every failed attempt (connect or SUBSCRIBE) waits a growing, jittered delay before the next, so
+/// a broker that accepts connections but refuses subscriptions is not hammered.
 async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<Control>, out: mpsc::Sender<Delivery>) {
     let mut topics: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
+    let mut retry_in: Option<Duration> = None;
     let mut first = true;
     loop {
+        if let Some(delay) = retry_in.take() {
+            // While down, keep recording subscription changes so the resubscription is exact.
+            let sleep = tokio::time::sleep(crate::jitter(delay));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    c = ctl.recv() => match c {
+                        None => return,
+                        Some(c) => apply_offline(&mut topics, c),
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
         let pubsub = tokio::time::timeout(PUBLISH_TIMEOUT, client.get_async_pubsub()).await;
         let (mut sink, mut stream) = match pubsub {
             Ok(Ok(p)) => p.split(),
@@ -111,29 +129,20 @@ async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<
                 // Subscriptions asked for meanwhile are confirmed without being live: the connection
                 // that follows must be reported as a resubscription even if it is the first.
                 first = false;
-                // While down, keep recording subscription changes so the resubscription is exact.
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        c = ctl.recv() => match c {
-                            None => return,
-                            Some(c) => apply_offline(&mut topics, c),
-                        },
-                    }
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                retry_in = Some(backoff);
                 continue;
             }
         };
         if !topics.is_empty() {
             let all: Vec<&String> = topics.iter().collect();
-            if sink.subscribe(&all).await.is_err() {
+            if let Err(e) = sink.subscribe(&all).await {
+                tracing::warn!(error = %e, "redis bus: SUBSCRIBE refused; retrying");
+                first = false;
+                retry_in = Some(backoff);
                 continue;
             }
         }
-        backoff = Duration::from_millis(50);
+        let up_since = tokio::time::Instant::now();
         if !first {
             tracing::warn!(topics = topics.len(), "redis bus reconnected and resubscribed");
             metrics::counter!("bus_reconnects_total").increment(1);
@@ -189,6 +198,12 @@ async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<
             }
         }
         tracing::warn!("redis bus subscription connection lost; reconnecting");
+        // A connection that held for a while reconnects at once; one that keeps dropping backs off.
+        if up_since.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(50);
+        } else {
+            retry_in = Some(backoff);
+        }
     }
 }
 

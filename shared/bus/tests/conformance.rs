@@ -277,3 +277,36 @@ async fn redis_survives_restart() {
 async fn nats_survives_restart() {
     survives_restart("nats").await
 }
+
+fn connections_received(info: &str) -> i64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+/// Audit finding 22: when SUBSCRIBE was refused the subscriber reconnected in a tight loop (9,660
+/// connections in 2 s). A broker user without channel permissions refuses every SUBSCRIBE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscribe_backs_off() {
+    let server = Server::start("redis");
+    let admin = ::redis::Client::open(server.url()).unwrap();
+    let mut c = admin.get_multiplexed_async_connection().await.unwrap();
+    ::redis::cmd("ACL")
+        .arg(&["SETUSER", "nochannels", "on", ">pw", "~*", "resetchannels", "+@all"])
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let info = || async {
+        let mut c = admin.get_multiplexed_async_connection().await.unwrap();
+        ::redis::cmd("INFO").arg("stats").query_async::<String>(&mut c).await.unwrap()
+    };
+    let before = connections_received(&info().await);
+    let bus = Bus::connect(Some(&format!("redis://nochannels:pw@127.0.0.1:{}", server.port)), "").await.unwrap();
+    let (subs, _rx) = bus.subscriber(16);
+    drop(subs.subscribe(vec![topic("refused")]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let made = connections_received(&info().await) - before - 2;
+    assert!(made <= 20, "{made} connections in 2 s while SUBSCRIBE is refused");
+    drop(subs);
+}

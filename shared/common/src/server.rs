@@ -14,15 +14,55 @@ use tracing::Instrument;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Wraps a public router with what every service needs, outermost last:
-/// a 404 problem for unknown routes, the 1 MiB body limit, then one span and two metrics per request.
+/// a 404 problem for unknown routes, the 1 MiB body limit, the body read deadline, then one span and
+/// two metrics per request.
 pub fn public_layers(router: Router) -> Router {
+    let deadline = body_timeout();
     router
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| read_body(deadline, req, next)))
         .layer(axum::middleware::from_fn(observe))
+}
+
+/// How long a client may take to send a request's body (`HTTP_BODY_TIMEOUT_MS`, default 10 s):
+/// a body trickled a byte at a time must not hold a connection and a handler's place for ever.
+pub fn body_timeout() -> std::time::Duration {
+    let ms = crate::config::env_parse("HTTP_BODY_TIMEOUT_MS", 10_000u64).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "using the default body timeout of 10 s");
+        10_000
+    });
+    std::time::Duration::from_millis(ms.max(1))
+}
+
+/// Reads the whole body (at most the 1 MiB limit) within the deadline before any handler runs:
+/// `408 request_timeout` when the client is too slow, `413` when it sends too much.
+async fn read_body(deadline: std::time::Duration, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            let too_big = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                ApiError::payload_too_large().into_response()
+            } else {
+                ApiError::validation("the request body could not be read").into_response()
+            }
+        }
+        Err(_) => {
+            metrics::counter!("http_body_timeouts_total").increment(1);
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body came too slowly",
+            )
+            .into_response()
+        }
+    }
 }
 
 // The span records the route template, never the raw URI: query strings may carry access tokens.

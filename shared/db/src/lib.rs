@@ -56,6 +56,9 @@ impl Db {
         {
             return Err(DbError::BadUrl(format!("schema {schema:?} must be [A-Za-z0-9_]")));
         }
+        if backend == Backend::Sqlite {
+            private_sqlite_file(&cfg.url)?;
+        }
         let schema = cfg.schema.clone().filter(|_| backend == Backend::Postgres);
         if let Some(s) = &schema {
             // Create the schema once on a plain connection before the pool sets it as search path.
@@ -143,12 +146,45 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-/// For SQLite files: makes sure the parent directory exists and the file may be created.
+/// For SQLite files in the data directory: makes sure the directory exists, readable by this user
+/// only (0700: it holds the signing key and every message), and the file may be created.
 pub fn sqlite_url_for(path: &std::path::Path) -> String {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Err(e) = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)) {
+                tracing::warn!(dir = %parent.display(), error = %e, "cannot make the data directory private");
+            }
+        }
     }
     format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// Creates a SQLite database file readable and writable by this user only (0600), or narrows an
+/// existing one to that; SQLite gives its `-wal` and `-shm` files the same mode.
+fn private_sqlite_file(url: &str) -> Result<(), DbError> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| DbError::BadUrl(format!("{path}: {e}"));
+        if !std::path::Path::new(path).exists() {
+            std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let p = format!("{path}{suffix}");
+            if std::path::Path::new(&p).exists() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error of a service whose failures are database failures or internal ones; mapped to problem

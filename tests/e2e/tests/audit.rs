@@ -582,3 +582,61 @@ async fn expired_sessions_and_refresh_tokens_are_purged() {
     assert_eq!(left, 0, "the expired session is still stored");
     assert_eq!(count(fresh.id).await, 1, "a live session is kept");
 }
+
+/// Finding 17: a request body trickled a byte at a time was read for as long as the client liked
+/// and then processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_is_cut_off_and_not_processed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = AllInOne::start(&[("HTTP_BODY_TIMEOUT_MS", "1000".into())]).await;
+    let name = unique("slow");
+    let body = json!({"username": name, "password": "correct horse 1"}).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&t.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/auth/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // One byte every 200 ms: the whole body would take well past the deadline.
+    let mut answer = Vec::new();
+    for b in body.as_bytes() {
+        if tcp.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await {
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || !answer.is_empty() {
+                break;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "a trickled body is answered 408: {answer:?}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    // Nothing was registered.
+    let (s, _) = t
+        .api()
+        .call("POST", "/v1/auth/login", None, Some(json!({"username": name, "password": "correct horse 1"})))
+        .await;
+    assert_eq!(s, 401, "the slow registration was processed");
+}
+
+/// Finding 25: data files, the signing key's included, were readable by every local user.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_are_private_to_the_service_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = AllInOne::start(&[]).await;
+    let api = t.api();
+    api.register(&unique("p")).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode(&t.data_dir.0), 0o700, "the data directory");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&t.data_dir.0).unwrap() {
+        let p = entry.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        files += 1;
+    }
+    assert!(files >= 2, "auth.db and messages.db (and their WAL files) were checked");
+}

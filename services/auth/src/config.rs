@@ -49,6 +49,10 @@ pub struct Limits {
     pub hash_queue: usize,
     /// `AUTH_KEY_RELOAD_SECS` (30): how soon a key rotation done elsewhere is picked up.
     pub key_reload_secs: u64,
+    /// `AUTH_KEY_ENCRYPTION_KEY` (or `_FILE`): encrypts the signing keys at rest. Required when the
+    /// auth database is PostgreSQL (readable by backups and other roles); optional on SQLite, whose
+    /// file is readable by the service user only.
+    pub key_cipher: Option<crate::key_cipher::KeyCipher>,
 }
 
 impl Limits {
@@ -75,6 +79,7 @@ impl Limits {
             hash_concurrency: env_parse("AUTH_HASH_CONCURRENCY", 4)?,
             hash_queue: env_parse("AUTH_HASH_QUEUE", 64)?,
             key_reload_secs: env_parse("AUTH_KEY_RELOAD_SECS", 30)?,
+            key_cipher: crate::key_cipher::KeyCipher::from_env()?,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod config;
 mod error;
+pub mod key_cipher;
 pub mod keys;
 pub mod legacy;
 mod password;
@@ -47,7 +48,8 @@ pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<Ap
     let db = Db::connect_and_migrate(&db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     db.spawn_pool_metrics("auth");
     let store = store::Store::new(db);
-    let keys = keys::Keys::load(&store, limits.access_ttl).await?;
+    require_cipher(&store, &limits.key_cipher)?;
+    let keys = keys::Keys::load(&store, limits.access_ttl, limits.key_cipher.clone()).await?;
     let verifier = Verifier::new(KeySource::Local(Arc::new(keys.clone())));
     for (sid, until) in store.revoked_sessions(chat_authn::now_secs()).await? {
         verifier.revoke(sid, until);
@@ -64,6 +66,7 @@ pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<Ap
 
 /// Background upkeep: reload keys (a rotation on another replica), purge old throttle events.
 pub fn spawn_background(s: &AppState) {
+    chat_authn::spawn_key_refresher(s.verifier.clone(), chat_authn::jwks_refresh_from_env());
     let s = s.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(s.limits.key_reload_secs.max(1)));
@@ -103,9 +106,31 @@ pub async fn open_store(db: &chat_db::DbConfig) -> Result<store::Store, Error> {
 /// Key rotation (`chat-auth rotate-key`): a new signing key becomes active; the previous ones stay
 /// in the JWKS until every token they signed has expired. Running replicas switch within
 /// `AUTH_KEY_RELOAD_SECS`. Returns the new `kid`.
-pub async fn rotate_key(db: &chat_db::DbConfig) -> Result<String, Error> {
-    let db = Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
-    keys::Keys::rotate(&store::Store::new(db)).await
+/// With `retire_previous` (a leaked key) the previous keys leave the JWKS at once instead of after
+/// their tokens expired: tokens they signed stop verifying within `AUTH_KEY_RELOAD_SECS` +
+/// `CHAT_JWKS_REFRESH_SECS` (clients log in again).
+pub async fn rotate_key(
+    db: &chat_db::DbConfig,
+    cipher: Option<&key_cipher::KeyCipher>,
+    retire_previous: bool,
+) -> Result<String, Error> {
+    let store = store::Store::new(Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?);
+    require_cipher(&store, &cipher.cloned())?;
+    keys::Keys::rotate(&store, cipher, retire_previous).await
+}
+
+/// Signing keys in PostgreSQL are encrypted at rest: the database is shared by backups, replicas and
+/// operators' tools, and a private key read there forges any user's tokens.
+fn require_cipher(store: &store::Store, cipher: &Option<key_cipher::KeyCipher>) -> Result<(), Error> {
+    if cipher.is_none() && store.db().backend == chat_db::Backend::Postgres {
+        return Err(Error::Internal(format!(
+            "{} (or {}) is required when the auth database is PostgreSQL: the signing keys are encrypted \
+             at rest with it (openssl rand -hex 32)",
+            key_cipher::VAR,
+            key_cipher::FILE_VAR
+        )));
+    }
+    Ok(())
 }
 
 pub fn public_router(s: &AppState) -> Router {

@@ -25,7 +25,8 @@ async fn main() -> ExitCode {
         };
     }
     if std::env::args().nth(1).as_deref() == Some("rotate-key") {
-        return match chat_auth::rotate_key(&cfg.database).await {
+        let retire = std::env::args().skip(2).any(|a| a == "--retire-previous");
+        return match chat_auth::rotate_key(&cfg.database, cfg.limits.key_cipher.as_ref(), retire).await {
             Ok(kid) => {
                 println!("new signing key: {kid}");
                 ExitCode::SUCCESS
@@ -40,6 +41,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "chat-auth failed");
+            eprintln!("chat-auth: {e}");
             ExitCode::FAILURE
         }
     }

@@ -88,10 +88,30 @@ impl Store {
         Ok(())
     }
 
-    pub async fn retire_keys_except(&self, kid: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL")
-            .bind(Timestamp::now().0)
+    /// Retires every key but `kid` (not yet retired ones; with `at` = 0 also those still published).
+    pub async fn retire_keys_except(&self, kid: &str, at: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND (retired_at IS NULL OR $1 = 0)")
+            .bind(at)
             .bind(kid)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every key, retired or not (to encrypt plain ones at rest).
+    pub async fn all_keys(&self) -> Result<Vec<KeyRow>, sqlx::Error> {
+        let rows = sqlx::query("SELECT kid, private_der, public_x, created_at FROM signing_keys")
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(key_from).collect()
+    }
+
+    /// Replaces a key's stored private half when it is still `old`.
+    pub async fn replace_private_key(&self, kid: &str, old: &str, new: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE signing_keys SET private_der = $1 WHERE kid = $2 AND private_der = $3")
+            .bind(new)
+            .bind(kid)
+            .bind(old)
             .execute(&self.db.pool)
             .await?;
         Ok(())

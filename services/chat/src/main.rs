@@ -97,6 +97,20 @@ async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("import-django") {
         return import_django(&cfg).await;
     }
+    // `chat rotate-key [--retire-previous]`: as `chat-auth rotate-key`, on this binary's auth database.
+    if std::env::args().nth(1).as_deref() == Some("rotate-key") {
+        let retire = std::env::args().skip(2).any(|a| a == "--retire-previous");
+        return match chat_auth::rotate_key(&cfg.db("auth"), cfg.auth.key_cipher.as_ref(), retire).await {
+            Ok(kid) => {
+                println!("new signing key: {kid}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("chat rotate-key: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if std::env::args().any(|a| a == "--health-check") {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }

@@ -32,6 +32,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "chat-message-store failed");
+            eprintln!("chat-message-store: {e}");
             ExitCode::FAILURE
         }
     }

@@ -259,6 +259,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
     let store_url = cfg.store_url.clone().or_else(|| cfg.bus_url.clone().filter(|u| u.starts_with("redis")));

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "chat-presence failed");
+            eprintln!("chat-presence: {e}");
             ExitCode::FAILURE
         }
     }

@@ -167,6 +167,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, Duration::from_secs(2));
     let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url, &token));
     let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url, &token));

@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "chat-ws-edge failed");
+            eprintln!("chat-ws-edge: {e}");
             ExitCode::FAILURE
         }
     }

@@ -70,6 +70,14 @@ pub struct Verifier {
     revoked: RwLock<HashMap<Uuid, i64>>,
     revocations: std::sync::atomic::AtomicU64,
     validation: Validation,
+    /// The longest `exp - iat` accepted: a token minted with a leaked key cannot live for years.
+    max_lifetime: i64,
+}
+
+/// The longest access-token lifetime accepted: `CHAT_ACCESS_TOKEN_TTL` (default 900 s, the same
+/// variable auth issues with) plus a minute for clock differences.
+pub fn max_token_lifetime_from_env() -> i64 {
+    std::env::var("CHAT_ACCESS_TOKEN_TTL").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(900).max(1) + 60
 }
 
 impl Verifier {
@@ -86,6 +94,7 @@ impl Verifier {
             revoked: RwLock::default(),
             revocations: std::sync::atomic::AtomicU64::new(0),
             validation,
+            max_lifetime: max_token_lifetime_from_env(),
         })
     }
 
@@ -108,17 +117,22 @@ impl Verifier {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::Invalid("bad signature"),
             _ => VerifyError::Invalid("invalid token"),
         })?;
-        if self.is_revoked(data.claims.sid) {
+        let c = data.claims;
+        if c.exp - c.iat > self.max_lifetime || c.iat > now_secs() + 60 {
+            return Err(VerifyError::Invalid("token lifetime out of bounds"));
+        }
+        if self.is_revoked(c.sid) {
             return Err(VerifyError::Revoked);
         }
-        Ok(data.claims)
+        Ok(c)
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
         self.keys.read().expect("keys lock").get(kid).cloned()
     }
 
-    /// Refetches the key set, at most once per second.
+    /// Refetches the key set, at most once per second. Keys that left the set are forgotten: a key
+    /// retired from the JWKS (`rotate-key --retire-previous`) stops verifying at the next refresh.
     pub async fn refresh_keys(&self) -> Result<(), VerifyError> {
         let _g = self.fetching.lock().await;
         {
@@ -184,6 +198,29 @@ pub fn spawn_revocation_listener(verifier: Arc<Verifier>, bus: &chat_bus::Bus) {
         }
         drop(subs);
     });
+}
+
+/// Refreshes the key set every `every` (`CHAT_JWKS_REFRESH_SECS`, default 60), not only when a token
+/// names an unknown key, so a key retired from the JWKS stops being trusted within that time. When
+/// the JWKS cannot be fetched the cached keys stay (an auth outage must not stop verification).
+pub fn spawn_key_refresher(verifier: Arc<Verifier>, every: Duration) {
+    let weak = Arc::downgrade(&verifier);
+    drop(verifier);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(v) = weak.upgrade() else { return };
+            if let Err(e) = v.refresh_keys().await {
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys");
+            }
+        }
+    });
+}
+
+/// `CHAT_JWKS_REFRESH_SECS` (default 60).
+pub fn jwks_refresh_from_env() -> Duration {
+    let secs = std::env::var("CHAT_JWKS_REFRESH_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
+    Duration::from_secs(secs.max(1))
 }
 
 /// The authenticated caller of a REST route. Handlers take this and never parse tokens themselves.

@@ -381,6 +381,9 @@ pub struct Cluster {
     pub internal_token: String,
 }
 
+/// The signing-key encryption key of test clusters (`AUTH_KEY_ENCRYPTION_KEY`).
+pub const KEY_ENCRYPTION_KEY: &str = "5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11";
+
 /// A fresh service credential for one test cluster.
 pub fn internal_token() -> String {
     format!("e2e-internal-{}", Uuid::new_v4().simple())
@@ -405,6 +408,7 @@ impl Cluster {
         let common = |mut v: Vec<(&'static str, String)>| {
             v.push(("BUS_URL", bus_url.to_string()));
             v.push(("CHAT_INTERNAL_TOKEN", token.clone()));
+            v.push(("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY.to_string()));
             // Clusters share the machine's broker: their topics must not meet.
             v.push(("BUS_TOPIC_PREFIX", format!("{id}.")));
             v.push(("AUTH_URL", auth_url.clone()));

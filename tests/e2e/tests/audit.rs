@@ -640,3 +640,189 @@ async fn data_files_are_private_to_the_service_user() {
     }
     assert!(files >= 2, "auth.db and messages.db (and their WAL files) were checked");
 }
+
+async fn pg_text(sql: String) -> String {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&pg_url()).await.expect("PostgreSQL");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.expect("query");
+    row.try_get::<String, _>(0).expect("text")
+}
+
+/// A token signed with the private key as stored by auth (what an attacker holding a leaked key does).
+fn forge(der_b64: &str, kid: &str, sub: uuid::Uuid, lifetime: i64) -> String {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(der_b64).expect("stored key");
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(kid.to_string());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = json!({"sub": sub, "sid": uuid::Uuid::new_v4(), "iat": now, "exp": now + lifetime, "jti": "forged"});
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
+/// Finding 7: a retired signing key stayed trusted after it left the JWKS (rotation could not revoke
+/// a leaked key), and a token of any lifetime was accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_key_stops_verifying_after_rotate_key_retire_previous() {
+    let c = Cluster::start(
+        &require_redis().await,
+        1,
+        &[("AUTH_KEY_RELOAD_SECS", "1".into()), ("CHAT_JWKS_REFRESH_SECS", "1".into())],
+    )
+    .await;
+    let api = c.api();
+    let victim = api.register(&unique("v")).await;
+    let s = &c.auth_schema;
+    let kid = pg_text(format!("SELECT kid FROM {s}.signing_keys WHERE retired_at IS NULL")).await;
+    let der = pg_text(format!("SELECT private_der FROM {s}.signing_keys WHERE kid = '{kid}'")).await;
+    let der = leaked_der(&der, &kid);
+
+    // A token living ten years is refused outright, by every verifier.
+    let decade = forge(&der, &kid, victim.id, 10 * 365 * 86_400);
+    assert_eq!(api.call("GET", "/v1/users/me", Some(&decade), None).await.0, 401, "auth");
+    assert_eq!(api.call("GET", "/v1/conversations", Some(&decade), None).await.0, 401, "message-store");
+
+    // A normal-looking forged token works while the key is trusted...
+    let forged = forge(&der, &kid, victim.id, 600);
+    assert_eq!(api.call("GET", "/v1/conversations", Some(&forged), None).await.0, 200);
+    let out = std::process::Command::new(binary("chat-auth"))
+        .args(["rotate-key", "--retire-previous"])
+        .env("DATABASE_URL", pg_url())
+        .env("DATABASE_SCHEMA", s)
+        .env("LOG_FORMAT", "pretty")
+        .envs(key_env())
+        .output()
+        .expect("run rotate-key");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // ...and stops everywhere once replicas reload and verifiers refresh (1 s each here).
+    let refused = |path: String| {
+        let (api, forged) = (api.clone(), forged.clone());
+        async move {
+            for _ in 0..100 {
+                if api.call("GET", &path, Some(&forged), None).await.0 == 401 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(refused("/v1/users/me".into()).await, "auth still trusts the withdrawn key");
+    assert!(refused("/v1/conversations".into()).await, "message-store still trusts the withdrawn key");
+    let presence = format!("/v1/presence?user_ids={}", victim.id);
+    assert!(refused(presence).await, "presence still trusts the withdrawn key");
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "{}/v1/ws",
+        c.edge_ws(0)
+    ))
+    .unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {forged}").parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err(), "the edge still trusts the withdrawn key");
+    // Logging in again gives a token of the new key that works.
+    let (st, v) = api
+        .call("POST", "/v1/auth/login", None, Some(json!({"username": victim.username, "password": "correct horse 1"})))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(api.call("GET", "/v1/conversations", v["access_token"].as_str(), None).await.0, 200);
+}
+
+/// The private key as a thief with the database and the encryption key holds it (PKCS#8, base64).
+fn leaked_der(stored: &str, kid: &str) -> String {
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sealed = stored.strip_prefix("aesgcm:").expect("the key is encrypted at rest");
+    let raw = b64.decode(sealed).unwrap();
+    let key: Vec<u8> =
+        (0..32).map(|i| u8::from_str_radix(&KEY_ENCRYPTION_KEY[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let key = RandomizedNonceKey::new(&AES_256_GCM, &key).unwrap();
+    let (nonce, rest) = raw.split_at(12);
+    let mut rest = rest.to_vec();
+    let plain = key
+        .open_in_place(Nonce::try_assume_unique_for_key(nonce).unwrap(), Aad::from(kid.as_bytes()), &mut rest)
+        .expect("decrypts with the deployment's key");
+    b64.encode(plain)
+}
+
+/// Environment a key-handling subcommand needs besides the database.
+fn key_env() -> Vec<(&'static str, String)> {
+    vec![("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY.to_string())]
+}
+
+async fn sqlite_text(path: &std::path::Path, sql: &str) -> String {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=ro", path.display());
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await.expect("sqlite");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&pool).await.expect("query");
+    let v = row.try_get::<String, _>(0).expect("text");
+    pool.close().await;
+    v
+}
+
+/// Finding 13: the signing private key sat in plain text in the auth database. On PostgreSQL a key
+/// is now required and keys are sealed; an existing plain key is sealed when one is configured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_are_encrypted_at_rest() {
+    // chat-auth on PostgreSQL without the key refuses to start and names the variable.
+    let pg = require_postgres().await;
+    let out = tokio::process::Command::new(binary("chat-auth"))
+        .env("DATABASE_URL", &pg)
+        .env("DATABASE_SCHEMA", unique("nokey"))
+        .env("CHAT_INTERNAL_TOKEN", internal_token())
+        .env("AUTH_LISTEN", free_addr())
+        .env("AUTH_INTERNAL_LISTEN", free_addr())
+        .env("AUTH_ADMIN_LISTEN", free_addr())
+        .env_remove("AUTH_KEY_ENCRYPTION_KEY")
+        .env("LOG_FORMAT", "pretty")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("exits").expect("runs");
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("AUTH_KEY_ENCRYPTION_KEY"), "names the variable: {text}");
+
+    // An all-in-one data directory from before: plain key; with a key configured it is sealed in
+    // place and tokens signed before keep verifying.
+    let dir = tempdir::Dir::new("keys");
+    let start = |key: Option<&str>| {
+        let (addr, admin) = (free_addr(), free_addr());
+        let mut env = vec![
+            ("CHAT_LISTEN", addr.clone()),
+            ("CHAT_ADMIN_LISTEN", admin.clone()),
+            ("CHAT_DATA_DIR", dir.0.display().to_string()),
+        ];
+        if let Some(k) = key {
+            env.push(("AUTH_KEY_ENCRYPTION_KEY", k.to_string()));
+        }
+        (Proc::spawn("chat", &env), addr, admin)
+    };
+    let (p, addr, admin) = start(None);
+    wait_ready("chat", &admin).await;
+    let user = Api::new(format!("http://{addr}")).register(&unique("k")).await;
+    p.terminate().await;
+    let auth_db = dir.0.join("auth.db");
+    let stored = sqlite_text(&auth_db, "SELECT private_der FROM signing_keys").await;
+    assert!(!stored.starts_with("aesgcm:"), "no key configured: stored plain (0600 file)");
+
+    let (p, addr, admin) = start(Some(KEY_ENCRYPTION_KEY));
+    wait_ready("chat", &admin).await;
+    let stored = sqlite_text(&auth_db, "SELECT private_der FROM signing_keys").await;
+    assert!(stored.starts_with("aesgcm:"), "sealed once a key is configured");
+    let api = Api::new(format!("http://{addr}"));
+    assert_eq!(api.call("GET", "/v1/users/me", Some(&user.token), None).await.0, 200, "old tokens still verify");
+    p.terminate().await;
+
+    // Without the key a sealed store cannot be used: a clear error, not a new key.
+    let (addr, admin) = (free_addr(), free_addr());
+    let out = tokio::process::Command::new(binary("chat"))
+        .env("CHAT_LISTEN", addr)
+        .env("CHAT_ADMIN_LISTEN", admin)
+        .env("CHAT_DATA_DIR", &dir.0)
+        .env("LOG_FORMAT", "pretty")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out).await.expect("exits").expect("runs");
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("AUTH_KEY_ENCRYPTION_KEY"), "names the variable: {text}");
+}

@@ -263,6 +263,7 @@ async fn key_rotation_keeps_old_tokens_valid() {
     };
     let out = std::process::Command::new(binary("chat-auth"))
         .arg("rotate-key")
+        .env("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY)
         .env("DATABASE_URL", pg_url())
         .env("DATABASE_SCHEMA", &c.auth_schema)
         .env("LOG_FORMAT", "pretty")

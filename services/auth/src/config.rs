@@ -19,6 +19,8 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
+    /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
+    pub bus_key: Option<chat_bus::BusKey>,
     pub limits: Limits,
 }
 
@@ -98,6 +100,7 @@ impl Config {
             },
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
+            bus_key: chat_common::config::bus_key()?,
             limits: Limits::from_env()?,
         })
     }

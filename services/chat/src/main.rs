@@ -25,6 +25,8 @@ struct Config {
     bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     bus_topic_prefix: String,
+    /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
+    bus_key: Option<chat_bus::BusKey>,
     db_max_connections: u32,
     /// `MESSAGE_STORE_GROUP_COMMIT`: sends per PostgreSQL transaction at most.
     group_commit: usize,
@@ -41,6 +43,7 @@ impl Config {
             database_url: env_opt("DATABASE_URL"),
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
+            bus_key: chat_common::config::bus_key()?,
             db_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
             group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", chat_message_store::config::GROUP_COMMIT)?,
             auth: chat_auth::Limits::from_env()?,
@@ -153,7 +156,7 @@ async fn import_django(cfg: &Config) -> ExitCode {
 }
 
 async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let bus = chat_bus::Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await?;
+    let bus = chat_bus::Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone()).await?;
     let auth = chat_auth::build(cfg.db("auth"), cfg.auth.clone(), bus.clone()).await?;
     chat_auth::spawn_background(&auth);
     // One verifier for the whole process: it reads auth's keys directly and learns revocations

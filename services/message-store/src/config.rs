@@ -18,6 +18,8 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
+    /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
+    pub bus_key: Option<chat_bus::BusKey>,
     /// `AUTH_URL`: the auth service's internal listener (JWKS for tokens, user lookups).
     pub auth_url: String,
     /// `MESSAGE_STORE_GROUP_COMMIT`: the most concurrent sends stored in one PostgreSQL transaction.
@@ -41,6 +43,7 @@ impl Config {
             },
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
+            bus_key: chat_common::config::bus_key()?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", GROUP_COMMIT)?,
         })

@@ -89,7 +89,7 @@ pub fn ready_checks(s: &AppState) -> Vec<ReadyCheck> {
 
 /// Runs the service until `shutdown`.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix)
+    let bus = Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone())
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token)

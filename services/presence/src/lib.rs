@@ -35,6 +35,8 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
+    /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
+    pub bus_key: Option<chat_bus::BusKey>,
     /// `AUTH_URL`: auth's internal listener (JWKS for verifying callers, revocations).
     pub auth_url: String,
     /// `PRESENCE_STORE_URL`: `redis://…` (shared by replicas) or `memory://` (one replica only).
@@ -53,6 +55,7 @@ impl Config {
             admin_listen: env_or("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083"),
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
+            bus_key: chat_common::config::bus_key()?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             store_url: env_opt("PRESENCE_STORE_URL"),
             key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
@@ -255,7 +258,9 @@ pub async fn apply_report(s: &AppState, edge: &str, r: &Report) -> Result<(), St
 }
 
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
+    let bus = Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));

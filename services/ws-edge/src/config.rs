@@ -13,6 +13,8 @@ pub struct Config {
     pub bus_url: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     pub bus_topic_prefix: String,
+    /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
+    pub bus_key: Option<chat_bus::BusKey>,
     /// `AUTH_URL`, `MESSAGE_STORE_URL`, `PRESENCE_URL`: the internal listeners of the services this
     /// edge calls.
     pub auth_url: String,
@@ -63,6 +65,7 @@ impl Config {
             admin_listen: env_or("WS_EDGE_ADMIN_LISTEN", "127.0.0.1:9084"),
             bus_url: env_opt("BUS_URL"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
+            bus_key: chat_common::config::bus_key()?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             message_store_url: env_or("MESSAGE_STORE_URL", "http://127.0.0.1:7082"),
             presence_url: env_or("PRESENCE_URL", "http://127.0.0.1:7083"),

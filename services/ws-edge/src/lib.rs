@@ -163,7 +163,9 @@ impl Edge {
 
 /// Runs the service until `shutdown`, then drains.
 pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let bus = Bus::connect(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix).await.map_err(std::io::Error::other)?;
+    let bus = Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
     let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));

@@ -8,6 +8,9 @@
 mod memory;
 mod nats_bus;
 mod redis_bus;
+pub mod seal;
+
+pub use seal::BusKey;
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -22,6 +25,11 @@ pub enum BusError {
     BadUrl(String),
     #[error("bad topic prefix {0:?} (letters, digits, '.', '_', '-'; at most 64)")]
     BadPrefix(String),
+    #[error(
+        "BUS_SIGNING_KEY (or BUS_SIGNING_KEY_FILE) is required with a Redis or NATS bus: every message is \
+         authenticated with it (openssl rand -hex 32, the same value for every service)"
+    )]
+    KeyRequired,
 }
 
 /// Something the subscription stream yields.
@@ -42,6 +50,8 @@ pub struct Bus {
     backend: Backend,
     /// Put before every topic (`BUS_TOPIC_PREFIX`): deployments (or tests) sharing a broker stay apart.
     prefix: Arc<str>,
+    /// Seals what is published and opens what arrives (Redis and NATS; the in-process bus needs none).
+    key: Option<Arc<BusKey>>,
 }
 
 #[derive(Clone)]
@@ -86,7 +96,24 @@ impl Bus {
             }
             Some(u) => return Err(BusError::BadUrl(u.to_string())),
         };
-        Ok(Bus { backend, prefix: Arc::from(topic_prefix) })
+        Ok(Bus { backend, prefix: Arc::from(topic_prefix), key: None })
+    }
+
+    /// `connect` for a service: messages on a Redis or NATS bus are sealed with `key` (required
+    /// there, `BusError::KeyRequired` without it) and unsealed ones are dropped on receipt.
+    pub async fn connect_signed(url: Option<&str>, topic_prefix: &str, key: Option<BusKey>) -> Result<Bus, BusError> {
+        let mut bus = Bus::connect(url, topic_prefix).await?;
+        if !matches!(bus.backend, Backend::Memory(_)) {
+            bus.key = Some(Arc::new(key.ok_or(BusError::KeyRequired)?));
+        }
+        Ok(bus)
+    }
+
+    fn sealed(&self, topic: &str, payload: Bytes) -> Bytes {
+        match &self.key {
+            Some(k) => k.seal(topic, &payload),
+            None => payload,
+        }
     }
 
     pub fn backend(&self) -> &'static str {
@@ -103,6 +130,7 @@ impl Bus {
 
     pub async fn publish(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
         let topic = self.topic(topic);
+        let payload = self.sealed(&topic, payload);
         let r = match &self.backend {
             Backend::Memory(m) => m.publish(&topic, payload).await,
             Backend::Redis(r) => r.publish(&topic, payload).await,
@@ -123,6 +151,11 @@ impl Bus {
         if !self.prefix.is_empty() {
             for (t, _) in &mut items {
                 t.insert_str(0, &self.prefix);
+            }
+        }
+        if self.key.is_some() {
+            for (t, p) in &mut items {
+                *p = self.sealed(t, std::mem::take(p));
             }
         }
         let r = match &self.backend {
@@ -160,8 +193,8 @@ impl Bus {
         let (tx, rx) = mpsc::channel(buffer);
         let subs = match &self.backend {
             Backend::Memory(m) => SubsBackend::Memory(m.subscriber(tx)),
-            Backend::Redis(r) => SubsBackend::Redis(r.subscriber(tx)),
-            Backend::Nats(n) => SubsBackend::Nats(n.subscriber(tx)),
+            Backend::Redis(r) => SubsBackend::Redis(r.subscriber(tx, self.key.clone())),
+            Backend::Nats(n) => SubsBackend::Nats(n.subscriber(tx, self.key.clone())),
         };
         (Subscriptions { backend: subs, prefix: self.prefix.clone() }, rx)
     }

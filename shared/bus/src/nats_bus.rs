@@ -70,9 +70,9 @@ impl NatsBus {
         }
     }
 
-    pub(crate) fn subscriber(&self, tx: mpsc::Sender<Delivery>) -> NatsSubscriptions {
+    pub(crate) fn subscriber(&self, tx: mpsc::Sender<Delivery>, key: Option<Arc<crate::BusKey>>) -> NatsSubscriptions {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.client.clone(), self.reconnected.subscribe(), ctl_rx, tx));
+        tokio::spawn(run(self.client.clone(), self.reconnected.subscribe(), ctl_rx, tx, key));
         NatsSubscriptions { ctl: ctl_tx }
     }
 }
@@ -100,6 +100,7 @@ async fn run(
     mut reconnected: broadcast::Receiver<()>,
     mut ctl: mpsc::UnboundedReceiver<Control>,
     out: mpsc::Sender<Delivery>,
+    key: Option<Arc<crate::BusKey>>,
 ) {
     let mut subs: HashMap<String, AbortHandle> = HashMap::new();
     loop {
@@ -114,11 +115,19 @@ async fn run(
                         match client.subscribe(t.clone()).await {
                             Ok(mut s) => {
                                 let out = out.clone();
+                                let key = key.clone();
                                 let topic: Arc<str> = Arc::from(t.as_str());
                                 let h = tokio::spawn(async move {
                                     while let Some(m) = s.next().await {
                                         metrics::counter!("bus_received_total").increment(1);
-                                        let d = Delivery::Message { topic: topic.clone(), payload: m.payload };
+                                        let payload = match &key {
+                                            Some(k) => match k.open(&topic, m.payload) {
+                                                Some(p) => p,
+                                                None => continue,
+                                            },
+                                            None => m.payload,
+                                        };
+                                        let d = Delivery::Message { topic: topic.clone(), payload };
                                         if out.send(d).await.is_err() {
                                             break;
                                         }

@@ -74,9 +74,9 @@ impl RedisBus {
         }
     }
 
-    pub(crate) fn subscriber(&self, tx: mpsc::Sender<Delivery>) -> RedisSubscriptions {
+    pub(crate) fn subscriber(&self, tx: mpsc::Sender<Delivery>, key: Option<Arc<crate::BusKey>>) -> RedisSubscriptions {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_subscriber(self.client.clone(), ctl_rx, tx));
+        tokio::spawn(run_subscriber(self.client.clone(), ctl_rx, tx, key));
         RedisSubscriptions { ctl: ctl_tx }
     }
 }
@@ -101,7 +101,12 @@ impl RedisSubscriptions {
 /// connection loss reconnects with backoff, resubscribes everything, then reports `Resubscribed`.
 /// Every failed attempt (connect or SUBSCRIBE) waits a growing, jittered delay before the next, so
 /// a broker that accepts connections but refuses subscriptions is not hammered.
-async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<Control>, out: mpsc::Sender<Delivery>) {
+async fn run_subscriber(
+    client: redis::Client,
+    mut ctl: mpsc::UnboundedReceiver<Control>,
+    out: mpsc::Sender<Delivery>,
+    key: Option<Arc<crate::BusKey>>,
+) {
     let mut topics: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
     let mut retry_in: Option<Duration> = None;
@@ -191,6 +196,13 @@ async fn run_subscriber(client: redis::Client, mut ctl: mpsc::UnboundedReceiver<
                     let topic: Arc<str> = Arc::from(m.get_channel_name());
                     let payload = Bytes::copy_from_slice(m.get_payload_bytes());
                     metrics::counter!("bus_received_total").increment(1);
+                    let payload = match &key {
+                        Some(k) => match k.open(&topic, payload) {
+                            Some(p) => p,
+                            None => continue,
+                        },
+                        None => payload,
+                    };
                     if out.send(Delivery::Message { topic, payload }).await.is_err() {
                         return;
                     }

@@ -29,3 +29,12 @@ where
         Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError { name, reason: e.to_string(), value }),
     }
 }
+
+/// `BUS_SIGNING_KEY` (or `BUS_SIGNING_KEY_FILE`): the key that authenticates bus messages.
+pub fn bus_key() -> Result<Option<chat_bus::BusKey>, ConfigError> {
+    chat_bus::BusKey::from_env().map_err(|reason| ConfigError {
+        name: chat_bus::seal::KEY_VAR,
+        value: "<redacted>".into(),
+        reason,
+    })
+}

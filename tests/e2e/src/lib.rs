@@ -379,10 +379,15 @@ pub struct Cluster {
     pub store_internal: String,
     pub presence_internal: String,
     pub internal_token: String,
+    /// `BUS_TOPIC_PREFIX` of this cluster (its topics on the shared broker).
+    pub topic_prefix: String,
 }
 
 /// The signing-key encryption key of test clusters (`AUTH_KEY_ENCRYPTION_KEY`).
 pub const KEY_ENCRYPTION_KEY: &str = "5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11fdc0ffee5e11";
+
+/// The bus message key of test clusters (`BUS_SIGNING_KEY`).
+pub const BUS_SIGNING_KEY: &str = "b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b05b";
 
 /// A fresh service credential for one test cluster.
 pub fn internal_token() -> String {
@@ -409,6 +414,7 @@ impl Cluster {
             v.push(("BUS_URL", bus_url.to_string()));
             v.push(("CHAT_INTERNAL_TOKEN", token.clone()));
             v.push(("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY.to_string()));
+            v.push(("BUS_SIGNING_KEY", BUS_SIGNING_KEY.to_string()));
             // Clusters share the machine's broker: their topics must not meet.
             v.push(("BUS_TOPIC_PREFIX", format!("{id}.")));
             v.push(("AUTH_URL", auth_url.clone()));
@@ -487,6 +493,7 @@ impl Cluster {
             store_internal,
             presence_internal,
             internal_token: token,
+            topic_prefix: format!("{id}."),
         }
     }
 

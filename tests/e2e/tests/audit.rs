@@ -826,3 +826,89 @@ async fn signing_keys_are_encrypted_at_rest() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("AUTH_KEY_ENCRYPTION_KEY"), "names the variable: {text}");
 }
+
+/// Publishes raw bytes on the broker, as anyone who can reach it could.
+fn redis_publish(port: &str, channel: &str, payload: &str) {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", port, "PUBLISH", channel, payload])
+        .output()
+        .expect("redis-cli (apt-get install redis-tools)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Finding 4: the bus was trusted blindly. A forged `conversation` event added an outsider to a
+/// conversation's live stream, and a forged revocation closed a victim's sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_bus_events_are_dropped_and_counted() {
+    let redis = require_redis().await;
+    let port = redis.rsplit(':').next().unwrap().trim_end_matches('/').to_string();
+    let c = Cluster::start(&redis, 1, &[]).await;
+    let api = c.api();
+    let (alice, bob, mallory) =
+        (api.register(&unique("a")).await, api.register(&unique("b")).await, api.register(&unique("m")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut wm = Ws::connect(&c.edge_ws(0), &mallory.token, "").await;
+    assert_eq!(wm.next(WAIT).await["type"], "hello");
+    let mut wa = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
+    assert_eq!(wa.next(WAIT).await["type"], "hello");
+    let session = claims_of(&alice.token)["sid"].as_str().unwrap().to_string();
+
+    // Mallory's forged membership event, and a forged revocation of alice's session.
+    let header = json!({"kind": "conversation", "conversation_id": cid, "seq": 0,
+        "members": [alice.id, bob.id, mallory.id]});
+    let frame = json!({"type": "conversation", "change": "member_added", "conversation": {"id": cid}});
+    redis_publish(&port, &format!("{}chat.conversations", c.topic_prefix), &format!("{header}\n{frame}"));
+    let revoke = json!({"kind": "session_revoked", "session_id": session, "until": 4_000_000_000i64});
+    redis_publish(&port, &format!("{}chat.sessions.revoked", c.topic_prefix), &format!("{revoke}\n{{}}"));
+
+    // Alice's socket stays open, and her message reaches bob's conversation but not mallory.
+    wa.send(json!({"type": "send", "id": "s1", "conversation_id": cid, "body": "for bob only"})).await;
+    let (ack, _) = wa.ack_and_own_message(WAIT, "s1").await;
+    assert_eq!(ack["message"]["body"], "for bob only", "a forged revocation closed the socket");
+    wm.send(json!({"type": "ping", "id": "p"})).await;
+    let v = wm.wait_for(WAIT, |v| v["type"] == "pong" || v["type"] == "message").await;
+    assert_eq!(v["type"], "pong", "an outsider received the conversation's message: {v}");
+    let mut rejected = 0.0;
+    for _ in 0..50 {
+        rejected = metric(&c.edge_admins[0], "bus_envelopes_rejected_total").await;
+        if rejected >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected >= 2.0, "both forgeries are counted ({rejected})");
+}
+
+/// Finding 4, broker credentials: the services run on a Redis ACL user limited to the deployment's
+/// channels and keys, and nothing works without the shared bus key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_run_on_a_redis_acl_user_limited_to_their_channels() {
+    let broker = BrokerServer::start();
+    let port = broker.port.to_string();
+    // The cluster's prefix is only known after start: allow the "e2e_" test prefixes here.
+    let acl = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "ACL", "SETUSER", "chat", "on", ">chat-secret", "resetchannels", "&e2e_*", "~e2e_*"])
+        .args(["+@pubsub", "+@read", "+@write", "+@scripting", "+@connection", "+ping", "-@dangerous"])
+        .output()
+        .expect("redis-cli");
+    assert!(acl.status.success(), "{}", String::from_utf8_lossy(&acl.stderr));
+    let url = format!("redis://chat:chat-secret@127.0.0.1:{port}");
+    let c = Cluster::start(&url, 1, &[]).await;
+    let api = c.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut wb = Ws::connect(&c.edge_ws(0), &bob.token, "").await;
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    let (s, _) = api
+        .call("POST", &format!("/v1/conversations/{cid}/messages"), Some(&alice.token), Some(json!({"body": "acl"})))
+        .await;
+    assert_eq!(s, 201);
+    let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
+    assert_eq!(m["message"]["body"], "acl", "delivered over the restricted user");
+    // The user reaches only its own channels.
+    let denied = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "--user", "chat", "--pass", "chat-secret", "PUBLISH", "other.topic", "x"])
+        .output()
+        .expect("redis-cli");
+    assert!(String::from_utf8_lossy(&denied.stdout).contains("NOPERM"), "channels outside the prefix are refused");
+}

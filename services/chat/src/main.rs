@@ -77,6 +77,7 @@ fn openapi() -> utoipa::openapi::OpenApi {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    chat_common::install_crypto_provider();
     // `chat openapi` prints the merged document (deploy/openapi/openapi.json is this output).
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         return match openapi().to_pretty_json() {

@@ -8,6 +8,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    chat_common::install_crypto_provider();
     let cfg = match chat_message_store::Config::from_env() {
         Ok(c) => c,
         Err(e) => {

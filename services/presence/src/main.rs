@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    chat_common::install_crypto_provider();
     let cfg = match chat_presence::Config::from_env() {
         Ok(c) => c,
         Err(e) => {

@@ -61,6 +61,19 @@ enum Backend {
     Nats(nats_bus::NatsBus),
 }
 
+/// A URL as it may be shown in errors and logs: any password (or token) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
 /// A delay between half and all of `d`, so reconnecting clients spread out instead of retrying in step.
 pub(crate) fn jitter(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};
@@ -94,7 +107,7 @@ impl Bus {
             Some(u) if u.starts_with("nats://") || u.starts_with("tls://") => {
                 Backend::Nats(nats_bus::NatsBus::connect(u).await?)
             }
-            Some(u) => return Err(BusError::BadUrl(u.to_string())),
+            Some(u) => return Err(BusError::BadUrl(redact(u))),
         };
         Ok(Bus { backend, prefix: Arc::from(topic_prefix), key: None })
     }

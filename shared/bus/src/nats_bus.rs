@@ -20,7 +20,16 @@ impl NatsBus {
     pub(crate) async fn connect(url: &str) -> Result<Self, BusError> {
         let (reconnected, _) = broadcast::channel(16);
         let tx = reconnected.clone();
-        let client = async_nats::ConnectOptions::new()
+        // Credentials in the URL (`nats://user:password@host`, or `nats://token@host`) are given to
+        // the client as options: it does not read them from the URL itself.
+        let (url, auth) = split_credentials(url);
+        let mut options = async_nats::ConnectOptions::new();
+        options = match auth {
+            Some((user, Some(password))) => options.user_and_password(user, password),
+            Some((token, None)) => options.token(token),
+            None => options,
+        };
+        let client = options
             .retry_on_initial_connect()
             .event_callback(move |event| {
                 let tx = tx.clone();
@@ -36,7 +45,7 @@ impl NatsBus {
                     }
                 }
             })
-            .connect(url)
+            .connect(url.as_str())
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(NatsBus { client, reconnected })
@@ -163,5 +172,50 @@ async fn run(
     }
     for (_, h) in subs {
         h.abort();
+    }
+}
+
+/// Splits `scheme://user:password@host…` into the URL without credentials and the (percent-decoded)
+/// user and password; a lone user part is a token.
+fn split_credentials(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.to_string(), None) };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return (url.to_string(), None) };
+    let (creds, host) = (&rest[..at], &rest[at + 1..]);
+    let auth = match creds.split_once(':') {
+        Some((u, p)) => (percent_decode(u), Some(percent_decode(p))),
+        None => (percent_decode(creds), None),
+    };
+    (format!("{scheme}://{host}"), Some(auth))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credentials_leave_the_url() {
+        let (u, a) = super::split_credentials("tls://chat:s%40cret@127.0.0.1:4222");
+        assert_eq!(u, "tls://127.0.0.1:4222");
+        assert_eq!(a, Some(("chat".into(), Some("s@cret".into()))));
+        let (u, a) = super::split_credentials("nats://tok@host:4222/x");
+        assert_eq!((u.as_str(), a), ("nats://host:4222/x", Some(("tok".into(), None))));
+        assert_eq!(super::split_credentials("nats://host:4222").1, None);
     }
 }

@@ -19,7 +19,7 @@ pub struct RedisBus {
 
 impl RedisBus {
     pub(crate) fn new(url: &str) -> Result<Self, BusError> {
-        let client = redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{url}: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| BusError::BadUrl(format!("{}: {e}", crate::redact(url))))?;
         Ok(RedisBus { client, conn: Arc::default(), connecting: Arc::default() })
     }
 

@@ -2,6 +2,9 @@
 
 use std::str::FromStr;
 
+/// A URL as it may appear in errors and logs (password or token replaced by `***`).
+pub use chat_bus::redact as redact_url;
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid value for {name}: {value:?} ({reason})")]
 pub struct ConfigError {

@@ -11,3 +11,9 @@ pub mod validate;
 
 pub use error::{ApiError, ApiResult};
 pub use extract::{ApiJson, ApiQuery, path_uuid};
+
+/// Installs the process's TLS crypto provider (aws-lc-rs, the workspace's one provider). Every binary
+/// calls it first: TLS clients (`rediss://`, `tls://` NATS) fail without one.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

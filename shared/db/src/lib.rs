@@ -49,7 +49,7 @@ impl Db {
         } else if cfg.url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(DbError::BadUrl(cfg.url.clone()));
+            return Err(DbError::BadUrl(chat_common::config::redact_url(&cfg.url)));
         };
         if let Some(schema) = &cfg.schema
             && !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

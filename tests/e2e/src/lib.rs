@@ -911,3 +911,182 @@ pub async fn pg_scalar(sql: String) -> i64 {
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.expect("query");
     row.try_get::<i64, _>(0).expect("integer")
 }
+
+/// A certificate authority made for one test and a server certificate it signed for 127.0.0.1
+/// (openssl), for servers started with TLS. Services trust it through `SSL_CERT_FILE`.
+pub struct TestCa {
+    pub dir: tempdir::Dir,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let dir = tempdir::Dir::new("ca");
+        let d = dir.0.display().to_string();
+        std::fs::write(dir.0.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=chat test CA",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        TestCa { dir }
+    }
+    pub fn file(&self, name: &str) -> String {
+        self.dir.0.join(name).display().to_string()
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A private redis-server speaking only TLS on a free port, with a server certificate from `ca`.
+pub struct TlsRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl TlsRedis {
+    pub fn start(ca: &TestCa) -> TlsRedis {
+        let port: u16 = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-cert-file", &ca.file("server.pem"), "--tls-key-file", &ca.file("server.key")])
+            .args(["--tls-ca-cert-file", &ca.file("ca.pem"), "--tls-auth-clients", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runnable (apt-get install redis-server)");
+        let server = TlsRedis { port, child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server with TLS did not start on {port}");
+    }
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private nats-server requiring TLS (server certificate from `ca`) and a user and password.
+pub struct TlsNats {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempdir::Dir,
+}
+
+impl TlsNats {
+    pub fn start(ca: &TestCa, user: &str, password: &str) -> TlsNats {
+        let port: u16 = free_addr().rsplit(':').next().unwrap().parse().unwrap();
+        let dir = tempdir::Dir::new("nats-tls");
+        let conf = format!(
+            "listen: \"127.0.0.1:{port}\"\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n\
+             authorization {{\n  user: \"{user}\"\n  password: \"{password}\"\n}}\n",
+            ca.file("server.pem"),
+            ca.file("server.key")
+        );
+        let path = dir.0.join("nats.conf");
+        std::fs::write(&path, conf).unwrap();
+        let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        };
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runnable (apt-get install nats-server)");
+        let server = TlsNats { port, child, _dir: dir };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nats-server with TLS did not start on {port}");
+    }
+}
+
+impl Drop for TlsNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

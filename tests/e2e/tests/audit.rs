@@ -912,3 +912,48 @@ async fn the_services_run_on_a_redis_acl_user_limited_to_their_channels() {
         .expect("redis-cli");
     assert!(String::from_utf8_lossy(&denied.stdout).contains("NOPERM"), "channels outside the prefix are refused");
 }
+
+/// Finding 4, transport: a passive listener on the broker's network read every body. The services
+/// speak TLS to Redis (`rediss://`), trusting a private CA through `SSL_CERT_FILE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_talk_to_redis_over_tls() {
+    let ca = TestCa::new();
+    let redis = TlsRedis::start(&ca);
+    // The plain protocol is not spoken on that port.
+    let plain = std::process::Command::new("redis-cli").args(["-p", &redis.port.to_string(), "PING"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("PONG"), "the TLS port answered plain text");
+    let c = Cluster::start(&redis.url(), 2, &[("SSL_CERT_FILE", ca.file("ca.pem"))]).await;
+    let api = c.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut wb = Ws::connect(&c.edge_ws(1), &bob.token, "").await;
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    let mut wa = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
+    assert_eq!(wa.next(WAIT).await["type"], "hello");
+    wa.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": "over tls"})).await;
+    wa.ack_and_own_message(WAIT, "s").await;
+    let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
+    assert_eq!(m["message"]["body"], "over tls", "crossed edges over the TLS bus");
+}
+
+/// Finding 4 on NATS: the services authenticate to the broker and speak TLS to it (`tls://`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_talk_to_nats_with_credentials_over_tls() {
+    let ca = TestCa::new();
+    let nats = TlsNats::start(&ca, "chat", "nats-secret");
+    // Presence needs Redis beside a NATS bus (its own store).
+    let redis = require_redis().await;
+    let url = format!("tls://chat:nats-secret@127.0.0.1:{}", nats.port);
+    let c = Cluster::start(&url, 2, &[("SSL_CERT_FILE", ca.file("ca.pem")), ("PRESENCE_STORE_URL", redis)]).await;
+    let api = c.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut wb = Ws::connect(&c.edge_ws(1), &bob.token, "").await;
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    let mut wa = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
+    assert_eq!(wa.next(WAIT).await["type"], "hello");
+    wa.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": "over nats tls"})).await;
+    wa.ack_and_own_message(WAIT, "s").await;
+    let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
+    assert_eq!(m["message"]["body"], "over nats tls");
+}

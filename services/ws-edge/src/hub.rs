@@ -163,6 +163,9 @@ pub struct Registration {
     pub signal: Arc<ConnSignal>,
 }
 
+/// Failed store requests in a row after which a gap fill gives up (about 30 s with the backoff).
+const FILL_ATTEMPTS: u32 = 18;
+
 /// Cap on messages parked behind a gap per conversation; past it the edge stops waiting for the
 /// store and closes the members' connections so their clients `sync`.
 const MAX_PENDING: usize = 10_000;
@@ -430,6 +433,8 @@ impl Hub {
                     for cid in cids {
                         self.start_catch_up(cid);
                     }
+                    // Membership changes published while the subscription was down were missed too.
+                    tokio::spawn(self.clone().reconcile_memberships());
                 }
             }
         }
@@ -558,17 +563,22 @@ impl Hub {
     }
 
     /// Fetches from the store everything after the conversation's last delivered seq, delivers it
-    /// in order with whatever was parked, and repeats until nothing is missing.
+    /// in order with whatever was parked, and repeats until nothing is missing. Asked on behalf of a
+    /// local member; one the store no longer counts as a member is reconciled and another asked.
+    /// Bounded: after `FILL_ATTEMPTS` failures in a row the members' connections are closed (4009)
+    /// so their clients reconnect and `sync`, instead of waiting behind the gap for ever.
     fn spawn_fill(self: Arc<Self>, cid: Uuid) {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut failures = 0u32;
+            let mut refused: HashSet<Uuid> = HashSet::new();
             loop {
                 let (after, via) = {
                     let mut st = self.lock();
                     let Some(conv) = st.convs.get_mut(&cid) else {
                         return;
                     };
-                    match conv.members.iter().next() {
+                    match conv.members.iter().find(|u| !refused.contains(u)) {
                         Some(u) => (conv.last_seq, *u),
                         None => {
                             conv.filling = false;
@@ -579,6 +589,7 @@ impl Hub {
                 match self.store.history(via, cid, Some(after), 200).await {
                     Ok(page) => {
                         backoff = Duration::from_millis(100);
+                        failures = 0;
                         let mut st = self.lock();
                         let State { conns, users, convs, .. } = &mut *st;
                         let Some(conv) = convs.get_mut(&cid) else {
@@ -600,14 +611,109 @@ impl Hub {
                             return;
                         }
                     }
+                    Err(e) if e.code == "not_found" => {
+                        // The store says `via` is not in it: a removal this edge missed.
+                        refused.insert(via);
+                        self.reconcile_user(via).await;
+                    }
                     Err(e) => {
-                        tracing::warn!(%cid, error = %e, "gap fill failed; retrying");
+                        failures += 1;
+                        if failures >= FILL_ATTEMPTS {
+                            tracing::error!(%cid, error = %e.detail, "gap fill keeps failing; closing members' connections so they resync");
+                            self.give_up_fill(cid);
+                            return;
+                        }
+                        tracing::warn!(%cid, error = %e.detail, "gap fill failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                     }
                 }
             }
         });
+    }
+
+    /// Ends a gap fill that cannot finish: members' connections close with 4009 (their clients
+    /// reconnect and `sync` from the store), and the conversation starts over from the newest parked
+    /// message.
+    fn give_up_fill(&self, cid: Uuid) {
+        let mut st = self.lock();
+        let State { conns, users, convs, .. } = &mut *st;
+        let Some(conv) = convs.get_mut(&cid) else { return };
+        for c in member_conns(conv, users) {
+            if let Some(c) = conns.get(&c)
+                && c.signal.close(close::SLOW_READER)
+            {
+                metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+            }
+        }
+        if let Some((&last, _)) = conv.pending.last_key_value() {
+            conv.last_seq = last;
+        }
+        conv.pending.clear();
+        conv.filling = false;
+    }
+
+    /// Brings every local user's memberships in line with the store, after the bus was down: a user
+    /// removed meanwhile stops receiving the conversation, one added starts. Bounded: a few users at a
+    /// time, each one request.
+    pub async fn reconcile_memberships(self: Arc<Self>) {
+        let users: Vec<Uuid> = self.lock().users.keys().copied().collect();
+        let limit = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut tasks = Vec::with_capacity(users.len());
+        for user in users {
+            let (hub, limit) = (self.clone(), limit.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = limit.acquire().await;
+                hub.reconcile_user(user).await;
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        metrics::counter!("ws_membership_reconciles_total").increment(1);
+    }
+
+    /// One user's memberships from the store, applied: joins and leaves as the bus events would have.
+    pub async fn reconcile_user(self: &Arc<Self>, user: Uuid) {
+        let list = match self.store.user_conversations(user).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(%user, error = %e.detail, "membership reconcile failed; the user keeps their view");
+                return;
+            }
+        };
+        let (new_topics, gone) = {
+            let mut st = self.lock();
+            let State { users, convs, subjects, .. } = &mut *st;
+            let Some(entry) = users.get_mut(&user) else { return };
+            let now: HashSet<Uuid> = list.iter().map(|m| m.id).collect();
+            let mut new_topics = Vec::new();
+            let mut gone = Vec::new();
+            for m in &list {
+                if let Some(conv) = convs.get_mut(&m.id) {
+                    set_all_members(conv, subjects, m.id, &m.members);
+                }
+                if entry.conversations.insert(m.id) {
+                    join(convs, subjects, m.id, user, m.last_seq, &m.members, &mut new_topics);
+                }
+            }
+            let lost: Vec<Uuid> = entry.conversations.iter().filter(|c| !now.contains(c)).copied().collect();
+            for cid in lost {
+                entry.conversations.remove(&cid);
+                leave(convs, subjects, cid, user, &mut gone);
+                metrics::counter!("ws_membership_repairs_total").increment(1);
+            }
+            (new_topics, gone)
+        };
+        if !gone.is_empty() {
+            self.subs.unsubscribe(gone.iter().map(|c| topics::conversation(*c)).collect());
+        }
+        if !new_topics.is_empty() {
+            self.subscribe(&new_topics).await;
+            for cid in new_topics {
+                self.start_catch_up(cid);
+            }
+        }
     }
 
     fn on_conversation(self: &Arc<Self>, h: chat_protocol::bus::EventHeader, frame: Utf8Bytes) {

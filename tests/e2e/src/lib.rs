@@ -402,6 +402,27 @@ impl Cluster {
 
     /// Like `start`, on the PostgreSQL at `pg` (a private server a test may stop).
     pub async fn start_on(pg: &str, bus_url: &str, edges: usize, extra: &[(&'static str, String)]) -> Cluster {
+        Self::start_full(pg, bus_url, edges, extra, &[]).await
+    }
+
+    /// Like `start`, with `edge_extra` set on the edges only (after everything else, so it wins).
+    pub async fn start_with_edge_env(
+        bus_url: &str,
+        edges: usize,
+        extra: &[(&'static str, String)],
+        edge_extra: &[(&'static str, String)],
+    ) -> Cluster {
+        let pg = require_postgres().await;
+        Self::start_full(&pg, bus_url, edges, extra, edge_extra).await
+    }
+
+    async fn start_full(
+        pg: &str,
+        bus_url: &str,
+        edges: usize,
+        extra: &[(&'static str, String)],
+        edge_extra: &[(&'static str, String)],
+    ) -> Cluster {
         let pg = pg.to_string();
         let id = unique("e2e");
         let (auth, auth_admin) = (free_addr(), free_addr());
@@ -460,13 +481,14 @@ impl Cluster {
         let mut edge_procs = Vec::new();
         for i in 0..edges {
             let (e, ea) = (free_addr(), free_addr());
-            let env = common(vec![
+            let mut env = common(vec![
                 ("WS_EDGE_LISTEN", e.clone()),
                 ("WS_EDGE_ADMIN_LISTEN", ea.clone()),
                 ("WS_EDGE_ID", format!("{id}-edge{i}")),
                 ("MESSAGE_STORE_URL", format!("http://{store_internal}")),
                 ("PRESENCE_URL", format!("http://{presence_internal}")),
             ]);
+            env.extend(edge_extra.iter().cloned());
             edge_procs.push(Some(Proc::spawn("chat-ws-edge", &env)));
             edge_envs.push(env);
             edge_addrs.push(e);
@@ -1088,5 +1110,58 @@ impl Drop for TlsNats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy a test can cut: every connection through it drops at once and new ones are refused
+/// until it is restored (one service losing its broker while the others keep it).
+pub struct CutProxy {
+    pub addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    pub async fn start(target: &str) -> CutProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy listener");
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (c, k, target) = (cut.clone(), conns.clone(), target.to_string());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                k.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        CutProxy { addr, cut, conns, accept }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }

@@ -957,3 +957,64 @@ async fn the_services_talk_to_nats_with_credentials_over_tls() {
     let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
     assert_eq!(m["message"]["body"], "over nats tls");
 }
+
+/// Finding 6: membership changes published while an edge's bus subscription was down were never
+/// reconciled, so a removed member kept receiving the conversation's live messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_missed_during_a_bus_outage_is_reconciled() {
+    let redis = require_redis().await;
+    let target = redis.trim_start_matches("redis://").trim_end_matches('/').to_string();
+    let proxy = CutProxy::start(&target).await;
+    let c = Cluster::start_with_edge_env(&redis, 1, &[], &[("BUS_URL", format!("redis://{}", proxy.addr))]).await;
+    let api = c.api();
+    let (owner, bob, carol) =
+        (api.register(&unique("o")).await, api.register(&unique("b")).await, api.register(&unique("c")).await);
+    let (s, g) = api
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&owner.token),
+            Some(json!({"kind": "group", "title": "g", "members": [bob.id, carol.id]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let cid = g["id"].as_str().unwrap().to_string();
+    let mut wb = Ws::connect(&c.edge_ws(0), &bob.token, "").await;
+    assert_eq!(wb.next(WAIT).await["type"], "hello");
+    let mut wc = Ws::connect(&c.edge_ws(0), &carol.token, "").await;
+    assert_eq!(wc.next(WAIT).await["type"], "hello");
+
+    // The edge loses its broker; bob is removed meanwhile.
+    let reconciles = metric(&c.edge_admins[0], "ws_membership_reconciles_total").await;
+    proxy.cut();
+    let (s, v) =
+        api.call("DELETE", &format!("/v1/conversations/{cid}/members/{}", bob.id), Some(&owner.token), None).await;
+    assert_eq!(s, 204, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let mut done = reconciles;
+    for _ in 0..200 {
+        done = metric(&c.edge_admins[0], "ws_membership_reconciles_total").await;
+        if done > reconciles {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(done > reconciles, "the edge reconciled memberships after resubscribing");
+
+    // The next message reaches carol, never bob.
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/v1/conversations/{cid}/messages"),
+            Some(&owner.token),
+            Some(json!({"body": "after the removal"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let m = wc.wait_for(WAIT, |v| v["type"] == "message" && v["message"]["body"] == "after the removal").await;
+    assert_eq!(m["message"]["body"], "after the removal");
+    wb.send(json!({"type": "ping", "id": "p"})).await;
+    let v = wb.wait_for(WAIT, |v| v["type"] == "pong" || v["type"] == "message").await;
+    assert_eq!(v["type"], "pong", "a removed member still receives the conversation: {v}");
+}

@@ -134,14 +134,22 @@ test("going offline and back delivers what was missed; history scrolls back", as
   assert.deepEqual(bodies.slice(-4), ["before offline", "missed one", "missed two", "missed three"], "in order, once each");
 
   // 70 more messages over REST: the page shows the latest 50 and loads the rest when scrolled up.
-  const t = await token(a.page);
+  // Each post takes the page's current access token (it refreshes short-lived ones as they near
+  // expiry); a token that expired on the way is answered 401 and the post waits for the page's next
+  // token instead of depending on how fast this machine is.
   const cid = await b.page.locator("#conversations button[aria-current=true]").getAttribute("data-cid");
   for (let i = 0; i < 70; i++) {
-    const r = await fetch(`${BASE}/v1/conversations/${cid}/messages`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
-      body: JSON.stringify({ body: `bulk ${i}` }),
-    });
+    let r;
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const t = await token(a.page);
+      r = await fetch(`${BASE}/v1/conversations/${cid}/messages`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${t}`, "content-type": "application/json" },
+        body: JSON.stringify({ body: `bulk ${i}`, client_msg_id: `bulk-${i}` }),
+      });
+      if (r.status !== 401) break;
+      await a.page.waitForFunction((old) => JSON.parse(sessionStorage.getItem("chat.session")).access !== old, t, WAIT);
+    }
     assert.equal(r.status, 201);
   }
   await b.page.reload();

@@ -1018,3 +1018,31 @@ async fn a_removal_missed_during_a_bus_outage_is_reconciled() {
     let v = wb.wait_for(WAIT, |v| v["type"] == "pong" || v["type"] == "message").await;
     assert_eq!(v["type"], "pong", "a removed member still receives the conversation: {v}");
 }
+
+/// Finding 8: behind the gateway a client's own X-Forwarded-For was passed on, so rotating it gave
+/// every attempt a fresh address and the per-address login limit never bit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarded_for_through_the_gateway_does_not_dodge_the_address_limit() {
+    let c = Cluster::start(
+        &require_redis().await,
+        2,
+        &[("CHAT_TRUSTED_PROXIES", "127.0.0.1".into()), ("CHAT_LOGIN_MAX_FAILURES_PER_IP", "2".into())],
+    )
+    .await;
+    let gw = start_nginx(&c).await;
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let s = http
+            .post(format!("http://{}/v1/auth/login", gw.addr))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({"username": unique("nobody"), "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        statuses.push(s);
+    }
+    assert_eq!(statuses, [401, 401, 429, 429], "forged addresses were believed");
+}

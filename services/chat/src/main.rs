@@ -32,6 +32,7 @@ struct Config {
     group_commit: usize,
     auth: chat_auth::Limits,
     edge: chat_ws_edge::Limits,
+    store: chat_message_store::Limits,
 }
 
 impl Config {
@@ -48,6 +49,7 @@ impl Config {
             group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", chat_message_store::config::GROUP_COMMIT)?,
             auth: chat_auth::Limits::from_env()?,
             edge: chat_ws_edge::Limits::from_env()?,
+            store: chat_message_store::Limits::from_env()?,
         })
     }
 
@@ -164,9 +166,15 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     // the moment auth records them.
     let verifier = auth.verifier.clone();
     let directory = Arc::new(adapters::LocalDirectory(auth.store.clone()));
-    let store =
-        chat_message_store::build(&cfg.db("messages"), cfg.group_commit, bus.clone(), verifier.clone(), directory)
-            .await?;
+    let store = chat_message_store::build(
+        &cfg.db("messages"),
+        cfg.group_commit,
+        &cfg.store,
+        bus.clone(),
+        verifier.clone(),
+        directory,
+    )
+    .await?;
     let presence_store = match &cfg.bus_url {
         Some(u) if u.starts_with("redis") => Some(u.as_str()),
         _ => None,

@@ -24,6 +24,30 @@ pub struct Config {
     pub auth_url: String,
     /// `MESSAGE_STORE_GROUP_COMMIT`: the most concurrent sends stored in one PostgreSQL transaction.
     pub group_commit: usize,
+    pub limits: Limits,
+}
+
+/// Per-user budgets (same variables in the all-in-one binary). The send budget is the one the edges
+/// apply to WebSocket sends: here it covers REST and WebSocket sends together.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `CHAT_SEND_RATE_PER_SEC` (20) and `CHAT_SEND_BURST` (40).
+    pub send_rate: f64,
+    pub send_burst: f64,
+    /// `CHAT_CREATE_PER_MIN` (60) and `CHAT_CREATE_BURST` (60): conversations a user may create.
+    pub create_per_min: f64,
+    pub create_burst: f64,
+}
+
+impl Limits {
+    pub fn from_env() -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            send_rate: env_parse("CHAT_SEND_RATE_PER_SEC", 20.0)?,
+            send_burst: env_parse("CHAT_SEND_BURST", 40.0)?,
+            create_per_min: env_parse("CHAT_CREATE_PER_MIN", 60.0)?,
+            create_burst: env_parse("CHAT_CREATE_BURST", 60.0)?,
+        })
+    }
 }
 
 /// Default of `MESSAGE_STORE_GROUP_COMMIT`.
@@ -46,6 +70,7 @@ impl Config {
             bus_key: chat_common::config::bus_key()?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
             group_commit: env_parse("MESSAGE_STORE_GROUP_COMMIT", GROUP_COMMIT)?,
+            limits: Limits::from_env()?,
         })
     }
 }

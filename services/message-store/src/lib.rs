@@ -11,7 +11,7 @@ pub mod service;
 pub mod store;
 pub mod writer;
 
-pub use config::Config;
+pub use config::{Config, Limits};
 pub use error::Error;
 
 use axum::Router;
@@ -34,6 +34,10 @@ pub struct AppState {
     pub writer: writer::Writer,
     pub verifier: Arc<Verifier>,
     pub directory: Arc<dyn UserDirectory>,
+    /// One send budget per user for REST and WebSocket sends alike.
+    pub sends: Arc<chat_common::rate::UserBudgets>,
+    /// Conversations a user may create.
+    pub creations: Arc<chat_common::rate::UserBudgets>,
 }
 
 impl FromRef<AppState> for Arc<Verifier> {
@@ -47,6 +51,7 @@ impl FromRef<AppState> for Arc<Verifier> {
 pub async fn build(
     db: &chat_db::DbConfig,
     group_commit: usize,
+    limits: &Limits,
     bus: Bus,
     verifier: Arc<Verifier>,
     directory: Arc<dyn UserDirectory>,
@@ -56,7 +61,9 @@ pub async fn build(
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
     let writer = writer::Writer::start(store.clone(), group_commit);
-    Ok(AppState { store, outbox, writer, verifier, directory })
+    let sends = Arc::new(chat_common::rate::UserBudgets::new(limits.send_rate, limits.send_burst));
+    let creations = Arc::new(chat_common::rate::UserBudgets::new(limits.create_per_min / 60.0, limits.create_burst));
+    Ok(AppState { store, outbox, writer, verifier, directory, sends, creations })
 }
 
 /// The store alone, migrated (for `chat import-django`, which writes history without running the service).
@@ -100,7 +107,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
     let directory = Arc::new(directory::HttpDirectory::new(&auth, &token));
-    let state = build(&cfg.database, cfg.group_commit, bus.clone(), verifier, directory).await?;
+    let state = build(&cfg.database, cfg.group_commit, &cfg.limits, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
     checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));

@@ -31,6 +31,7 @@ pub struct NewConversation {
 pub async fn create(s: &AppState, caller: Uuid, req: NewConversation) -> ApiResult<(Conversation, bool)> {
     let kind = ConversationKind::parse(&req.kind)
         .ok_or_else(|| ApiError::validation("`kind` must be \"direct\" or \"group\""))?;
+    s.creations.take(caller).map_err(ApiError::rate_limited)?;
     let others = distinct_others(caller, req.members)?;
     let (title, members) = match kind {
         ConversationKind::Direct => {
@@ -123,9 +124,16 @@ pub async fn send(
     client_msg_id: Option<&str>,
 ) -> ApiResult<(Message, bool)> {
     check_new_message(body, client_msg_id)?;
+    // One budget for every way a user sends (REST, WebSocket through any edge, the old dialect).
+    s.sends.take(caller).map_err(ApiError::rate_limited)?;
     // Membership is checked inside the insert's transaction (Sent::NotMember).
     let start = std::time::Instant::now();
-    let r = s.writer.insert(cid, caller, body, client_msg_id).await.map_err(db)?;
+    let r = s.writer.insert(cid, caller, body, client_msg_id).await;
+    if !matches!(r, Ok(Sent::Created(_))) {
+        // A retry, a refusal or a failure stored nothing: it does not use the budget.
+        s.sends.refund(caller);
+    }
+    let r = r.map_err(db)?;
     metrics::histogram!("message_insert_duration_seconds").record(start.elapsed().as_secs_f64());
     match r {
         Sent::Created(m) => {

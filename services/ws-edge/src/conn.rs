@@ -79,11 +79,12 @@ pub async fn run(hub: Arc<Hub>, socket: WebSocket, claims: Claims, resume: bool)
     let code = signal.requested().or(client_code).unwrap_or(1006);
     metrics::counter!("ws_disconnects_total", "code" => code.to_string()).increment(1);
     hub.unregister(id);
-    // The writer ends once the hub dropped the queue's sender and the queue is drained, or on a
-    // close. A peer that stopped reading can block it forever (zero window): then it is aborted,
-    // which drops the socket.
+    // The writer ends once the queue is closed and drained, or on a close. Its writes are bounded by
+    // the stall window, so a peer that stopped reading cannot hold it for ever; meanwhile a client
+    // that reads again still gets what was queued and the close frame (4009 and the like).
     let mut writer = writer;
-    if tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
+    let bound = 2 * hub.limits.heartbeat + Duration::from_secs(5);
+    if tokio::time::timeout(bound, &mut writer).await.is_err() {
         writer.abort();
     }
 }

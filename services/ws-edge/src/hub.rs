@@ -10,12 +10,13 @@ use crate::upstream::MessageStore;
 use axum::extract::ws::Utf8Bytes;
 use chat_authn::Verifier;
 use chat_bus::{Delivery, Subscriptions};
+use chat_common::rate::TokenBucket;
 use chat_protocol::bus::{Envelope, EventKind, topics};
 use chat_protocol::frames::ServerEvent;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -115,30 +116,6 @@ struct State {
     /// Presence changes not yet reported.
     went_online: Vec<Uuid>,
     went_offline: Vec<Uuid>,
-}
-
-/// Per-user send rate: a token bucket refilled continuously.
-struct TokenBucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl TokenBucket {
-    fn full(burst: f64) -> TokenBucket {
-        TokenBucket { tokens: burst, at: Instant::now() }
-    }
-
-    fn take(&mut self, rate: f64, burst: f64) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Typing changes a user may publish: a burst of 6, then 2 per second (a person typing and pausing

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod internal;
 pub mod openapi;
 pub mod ops;
+pub mod rate;
 pub mod server;
 pub mod validate;
 

@@ -33,6 +33,7 @@ fn problems(list: &[(u16, &str)]) -> BTreeMap<String, RefOr<Response>> {
 }
 
 const BASE: &[(u16, &str)] = &[
+    (408, "the request body came too slowly (`request_timeout`)"),
     (413, "request body over 1 MiB (`payload_too_large`)"),
     (422, "malformed JSON, a wrong field type or an invalid value (`validation_failed`)"),
     (500, "internal failure (`internal`)"),

@@ -1046,3 +1046,50 @@ async fn forged_forwarded_for_through_the_gateway_does_not_dodge_the_address_lim
     }
     assert_eq!(statuses, [401, 401, 429, 429], "forged addresses were believed");
 }
+
+/// Finding 10: REST sends had no rate limit (300/s while the WebSocket allowed 20/s), and creating
+/// conversations none at all. One budget per user now covers both ways of sending.
+async fn one_send_budget_for_rest_and_websocket(t: &Target) {
+    let api = t.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let path = format!("/v1/conversations/{cid}/messages");
+    // The burst (5 here) over the WebSocket...
+    let mut ws = Ws::connect(&t.ws(0), &alice.token, "").await;
+    assert_eq!(ws.next(WAIT).await["type"], "hello");
+    for i in 0..5 {
+        let id = format!("w{i}");
+        ws.send(json!({"type": "send", "id": id, "conversation_id": cid, "body": "ws"})).await;
+        let (ack, _) = ws.ack_and_own_message(WAIT, &id).await;
+        assert!(ack["message"]["seq"].as_i64().is_some());
+    }
+    // ...leaves nothing for REST: 429 with Retry-After, nothing stored.
+    let (s, v) = api.call("POST", &path, Some(&alice.token), Some(json!({"body": "rest"}))).await;
+    assert_eq!((s, v["code"].as_str()), (429, Some("rate_limited")), "{v}");
+    let (_, h) = api.call("GET", &path, Some(&bob.token), None).await;
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(5));
+    // Conversation creation has its own budget (3 here).
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let other = api.register(&unique("o")).await;
+        let (s, _) = api
+            .call(
+                "POST",
+                "/v1/conversations",
+                Some(&alice.token),
+                Some(json!({"kind": "direct", "members": [other.id]})),
+            )
+            .await;
+        created.push(s);
+    }
+    assert_eq!(created, [201, 201, 201, 429, 429], "creations are limited");
+}
+both!(
+    one_send_budget_for_rest_and_websocket,
+    [
+        ("CHAT_SEND_RATE_PER_SEC", "0.01"),
+        ("CHAT_SEND_BURST", "5"),
+        ("CHAT_CREATE_PER_MIN", "0.01"),
+        ("CHAT_CREATE_BURST", "4")
+    ]
+);

@@ -108,7 +108,8 @@ async fn messages_seq_idempotency_and_validation(t: &Target) {
     let (_, c) = get(&api, &format!("/v1/conversations/{cid}"), &a).await;
     assert_eq!(c["last_seq"], 53, "no gaps, no reuse");
 }
-both!(messages_seq_idempotency_and_validation);
+// A burst of 100 concurrent sends (50 with racing retries) is a concurrency test, not a rate test.
+both!(messages_seq_idempotency_and_validation, [("CHAT_SEND_BURST", "200")]);
 
 async fn history_pages(t: &Target) {
     let api = t.api();

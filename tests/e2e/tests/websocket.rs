@@ -231,7 +231,8 @@ async fn sync_replay_truncation_and_resume(t: &Target) {
     assert_eq!(done["truncated"][cid.to_string()], true);
     assert_eq!(replayed, (8..=207).collect::<Vec<i64>>());
 }
-both!(sync_replay_truncation_and_resume);
+// Hundreds of messages sent at once over REST: above the default per-user send budget.
+both!(sync_replay_truncation_and_resume, [("CHAT_SEND_RATE_PER_SEC", "100000"), ("CHAT_SEND_BURST", "100000")]);
 
 async fn send_rate_limit(t: &Target) {
     let api = t.api();
@@ -475,4 +476,7 @@ async fn slow_reader_closed_4009(t: &Target) {
         assert!(m.lines().any(|l| l.starts_with("ws_slow_consumer_closes_total 1")), "metric counts the close");
     }
 }
-both!(slow_reader_closed_4009, [("CHAT_OUTBOUND_QUEUE", "64")]);
+both!(
+    slow_reader_closed_4009,
+    [("CHAT_OUTBOUND_QUEUE", "64"), ("CHAT_SEND_RATE_PER_SEC", "100000"), ("CHAT_SEND_BURST", "100000")]
+);

@@ -18,7 +18,8 @@ common=(BUS_URL="$redis" AUTH_URL=http://127.0.0.1:27081 RUST_LOG=warn
   CHAT_INTERNAL_TOKEN="bench-internal-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   AUTH_KEY_ENCRYPTION_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
   BUS_SIGNING_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-  CHAT_REGISTER_MAX_PER_IP=1000000 CHAT_SEND_RATE_PER_SEC=100000 CHAT_SEND_BURST=100000)
+  CHAT_REGISTER_MAX_PER_IP=1000000 CHAT_SEND_RATE_PER_SEC=100000 CHAT_SEND_BURST=100000
+  CHAT_CREATE_PER_MIN=1000000 CHAT_CREATE_BURST=1000000 CHAT_LOGIN_MAX_ATTEMPTS_PER_IP=1000000)
 pids=()
 start() { # name log env...
   local name=$1; shift

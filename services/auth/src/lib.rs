@@ -54,14 +54,11 @@ pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<Ap
     for (sid, until) in store.revoked_sessions(chat_authn::now_secs()).await? {
         verifier.revoke(sid, until);
     }
-    Ok(AppState {
-        store,
-        keys,
-        hasher: password::Hasher::new(limits.hash_concurrency, limits.hash_queue),
-        bus,
-        verifier,
-        limits: Arc::new(limits),
-    })
+    let hasher = password::Hasher::new(limits.hash_concurrency, limits.hash_queue);
+    if let Some(sample) = store.sample_legacy_hash().await? {
+        hasher.calibrate_legacy(sample).await;
+    }
+    Ok(AppState { store, keys, hasher, bus, verifier, limits: Arc::new(limits) })
 }
 
 /// Background upkeep: reload keys (a rotation on another replica), purge old throttle events.

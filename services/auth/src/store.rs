@@ -405,6 +405,14 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// One stored Django (PBKDF2) hash not yet upgraded, if any (to calibrate login timing).
+    pub async fn sample_legacy_hash(&self) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query("SELECT password_hash FROM users WHERE password_hash LIKE 'pbkdf2_sha256$%' LIMIT 1")
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| r.try_get("password_hash")).transpose()
+    }
+
     /// True when the username is taken (checked before hashing a new password for it).
     pub async fn username_taken(&self, username: &str) -> Result<bool, sqlx::Error> {
         Ok(sqlx::query("SELECT 1 AS x FROM users WHERE username = $1")

@@ -92,8 +92,9 @@ scenarios:
 options:
   --api URL  --ws URL[,URL...]  --rate R  --duration S  --pids PID[,PID]  --find-max  --slo-ms MS
   --source-addrs K (use 127.0.0.1..127.0.0.K)  --users U (idle/reconnect: distinct users)
-The target must allow bulk registration from one address: run it with CHAT_REGISTER_MAX_PER_IP=1000000
-and a generous CHAT_SEND_RATE_PER_SEC/CHAT_SEND_BURST for rates above 20/s per user.";
+The target must allow bulk registration from one address: run it with CHAT_REGISTER_MAX_PER_IP=1000000,
+CHAT_CREATE_PER_MIN=1000000 CHAT_CREATE_BURST=1000000 (conversation creations per user), and a generous
+CHAT_SEND_RATE_PER_SEC/CHAT_SEND_BURST for rates above 20/s per user (REST and WebSocket share it).";
 
 #[tokio::main]
 async fn main() -> ExitCode {

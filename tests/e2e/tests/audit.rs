@@ -1093,3 +1093,46 @@ both!(
         ("CHAT_CREATE_BURST", "4")
     ]
 );
+
+/// Finding 20: login timing told imported-but-not-upgraded accounts (PBKDF2, slow) from unknown
+/// names (a dummy Argon2id check, faster). Compared as medians of a few attempts each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timing_does_not_tell_imported_accounts_apart() {
+    use base64::Engine;
+    let c = Cluster::start(&require_redis().await, 1, &[]).await;
+    let api = c.api();
+    let mut out = [0u8; 32];
+    let n = std::num::NonZeroU32::new(600_000).unwrap();
+    aws_lc_rs::pbkdf2::derive(aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256, n, b"saltsalt", b"old password", &mut out);
+    let hash = format!("pbkdf2_sha256$600000$saltsalt${}", base64::engine::general_purpose::STANDARD.encode(out));
+    let name = unique("imported");
+    pg_scalar(format!(
+        "WITH i AS (INSERT INTO {}.users (id, username, display_name, password_hash, created_at) \
+         VALUES ('{}', '{name}', '{name}', '{hash}', 0) RETURNING 1) SELECT CAST(COUNT(*) AS BIGINT) FROM i",
+        c.auth_schema,
+        uuid::Uuid::now_v7()
+    ))
+    .await;
+    let time_login = |user: String| {
+        let api = api.clone();
+        async move {
+            let start = std::time::Instant::now();
+            let (s, _) =
+                api.call("POST", "/v1/auth/login", None, Some(json!({"username": user, "password": "wrong"}))).await;
+            assert_eq!(s, 401);
+            start.elapsed().as_secs_f64()
+        }
+    };
+    time_login(name.clone()).await; // the first check of an imported hash teaches the padding
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (mut imported, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        imported.push(time_login(name.clone()).await);
+        unknown.push(time_login(unique("nobody")).await);
+    }
+    let (i, u) = (median(imported), median(unknown));
+    assert!(u >= 0.7 * i, "an unknown name answers in {:.0} ms, an imported account in {:.0} ms", u * 1e3, i * 1e3);
+}

@@ -1016,10 +1016,31 @@ impl Default for TestCa {
     }
 }
 
+/// Waits up to 5 s for a local server to accept connections on `port` (panics naming `what`).
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start on {port}");
+}
+
 /// A private redis-server speaking only TLS on a free port, with a server certificate from `ca`.
 pub struct TlsRedis {
     pub port: u16,
-    child: std::process::Child,
+    _child: KillOnDrop,
+}
+
+/// A child process killed (and reaped) when this is dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl TlsRedis {
@@ -1043,31 +1064,19 @@ impl TlsRedis {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runnable (apt-get install redis-server)");
-        let server = TlsRedis { port, child };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server with TLS did not start on {port}");
+        let server = TlsRedis { port, _child: KillOnDrop(child) };
+        wait_listening(port, "redis-server with TLS");
+        server
     }
     pub fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}", self.port)
     }
 }
 
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A private nats-server requiring TLS (server certificate from `ca`) and a user and password.
 pub struct TlsNats {
     pub port: u16,
-    child: std::process::Child,
+    _child: KillOnDrop,
     _dir: tempdir::Dir,
 }
 
@@ -1095,21 +1104,9 @@ impl TlsNats {
             .stderr(Stdio::null())
             .spawn()
             .expect("nats-server runnable (apt-get install nats-server)");
-        let server = TlsNats { port, child, _dir: dir };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("nats-server with TLS did not start on {port}");
-    }
-}
-
-impl Drop for TlsNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let server = TlsNats { port, _child: KillOnDrop(child), _dir: dir };
+        wait_listening(port, "nats-server with TLS");
+        server
     }
 }
 

@@ -145,6 +145,44 @@ fn client_frame(text: &str) -> Vec<u8> {
     f
 }
 
+/// An all-in-one binary where a stalled reader shows quickly: 1 s heartbeats, a 4 KiB socket buffer.
+async fn stall_target() -> AllInOne {
+    AllInOne::start(&[
+        ("CHAT_HEARTBEAT_INTERVAL_MS", "1000".into()),
+        ("CHAT_SOCKET_SEND_BUFFER", "4096".into()),
+        ("CHAT_SEND_RATE_PER_SEC", "100000".into()),
+        ("CHAT_SEND_BURST", "100000".into()),
+    ])
+    .await
+}
+
+/// Writes `frame` again and again, each answered by the server, until the server stops reading too
+/// (a write waits half a second). Returns how many went.
+async fn flood_without_reading(tcp: &mut tokio::net::TcpStream, frame: &[u8]) -> usize {
+    use tokio::io::AsyncWriteExt;
+    let mut sent = 0;
+    while sent < 200_000 {
+        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(frame)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break,
+        }
+    }
+    sent
+}
+
+/// `who`'s presence as `asker` sees it once it reads offline, or after 30 s.
+async fn presence_once_offline(api: &Api, asker: &TestUser, who: &TestUser) -> String {
+    let mut status = String::new();
+    for _ in 0..150 {
+        status = presence_of(api, asker, who).await;
+        if status == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    status
+}
+
 async fn presence_of(api: &Api, asker: &TestUser, who: &TestUser) -> String {
     let (_, p) = api.call("GET", &format!("/v1/presence?user_ids={}", who.id), Some(&asker.token), None).await;
     p["presence"][0]["status"].as_str().unwrap_or_default().to_string()
@@ -361,35 +399,15 @@ async fn the_old_dialect_enforces_expiry_and_does_not_tell_which_ids_exist() {
 /// Finding 3 on the old dialect: a client that stops reading is closed and goes offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_dialect_client_that_stops_reading_is_closed() {
-    use tokio::io::AsyncWriteExt;
-    let t = AllInOne::start(&[
-        ("CHAT_HEARTBEAT_INTERVAL_MS", "1000".into()),
-        ("CHAT_SOCKET_SEND_BUFFER", "4096".into()),
-        ("CHAT_SEND_RATE_PER_SEC", "100000".into()),
-        ("CHAT_SEND_BURST", "100000".into()),
-    ])
-    .await;
+    let t = stall_target().await;
     let api = t.api();
     let (mallory, bob) = (api.register(&unique("m")).await, api.register(&unique("b")).await);
     let cid = api.direct(&mallory, &bob).await;
     let mut tcp = raw_ws(&t.addr, &format!("/ws/chat/{cid}/?token={}", mallory.token), &mallory.token).await;
     // Unknown frames, each answered by an error the attacker never reads.
     let frame = client_frame(r#"{"type":"nonsense","padding":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#);
-    let mut sent = 0;
-    while sent < 200_000 {
-        match tokio::time::timeout(Duration::from_millis(500), tcp.write_all(&frame)).await {
-            Ok(Ok(())) => sent += 1,
-            _ => break,
-        }
-    }
-    let mut status = String::new();
-    for _ in 0..150 {
-        status = presence_of(&api, &bob, &mallory).await;
-        if status == "offline" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let sent = flood_without_reading(&mut tcp, &frame).await;
+    let status = presence_once_offline(&api, &bob, &mallory).await;
     assert_eq!(status, "offline", "a stalled old-dialect reader stays connected ({sent} frames sent)");
     drop(tcp);
 }
@@ -923,6 +941,11 @@ async fn the_services_talk_to_redis_over_tls() {
     let plain = std::process::Command::new("redis-cli").args(["-p", &redis.port.to_string(), "PING"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("PONG"), "the TLS port answered plain text");
     let c = Cluster::start(&redis.url(), 2, &[("SSL_CERT_FILE", ca.file("ca.pem"))]).await;
+    message_crosses_edges(&c, "over tls").await;
+}
+
+/// A message sent on edge 0 arrives on edge 1 (so it crossed the bus).
+async fn message_crosses_edges(c: &Cluster, body: &str) {
     let api = c.api();
     let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
     let cid = api.direct(&alice, &bob).await;
@@ -930,10 +953,10 @@ async fn the_services_talk_to_redis_over_tls() {
     assert_eq!(wb.next(WAIT).await["type"], "hello");
     let mut wa = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
     assert_eq!(wa.next(WAIT).await["type"], "hello");
-    wa.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": "over tls"})).await;
+    wa.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": body})).await;
     wa.ack_and_own_message(WAIT, "s").await;
     let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
-    assert_eq!(m["message"]["body"], "over tls", "crossed edges over the TLS bus");
+    assert_eq!(m["message"]["body"], body, "crossed edges over the bus");
 }
 
 /// Finding 4 on NATS: the services authenticate to the broker and speak TLS to it (`tls://`).
@@ -945,17 +968,7 @@ async fn the_services_talk_to_nats_with_credentials_over_tls() {
     let redis = require_redis().await;
     let url = format!("tls://chat:nats-secret@127.0.0.1:{}", nats.port);
     let c = Cluster::start(&url, 2, &[("SSL_CERT_FILE", ca.file("ca.pem")), ("PRESENCE_STORE_URL", redis)]).await;
-    let api = c.api();
-    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
-    let cid = api.direct(&alice, &bob).await;
-    let mut wb = Ws::connect(&c.edge_ws(1), &bob.token, "").await;
-    assert_eq!(wb.next(WAIT).await["type"], "hello");
-    let mut wa = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
-    assert_eq!(wa.next(WAIT).await["type"], "hello");
-    wa.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": "over nats tls"})).await;
-    wa.ack_and_own_message(WAIT, "s").await;
-    let m = wb.wait_for(WAIT, |v| v["type"] == "message").await;
-    assert_eq!(m["message"]["body"], "over nats tls");
+    message_crosses_edges(&c, "over nats tls").await;
 }
 
 /// Finding 6: membership changes published while an edge's bus subscription was down were never
@@ -1135,4 +1148,23 @@ async fn login_timing_does_not_tell_imported_accounts_apart() {
     }
     let (i, u) = (median(imported), median(unknown));
     assert!(u >= 0.7 * i, "an unknown name answers in {:.0} ms, an imported account in {:.0} ms", u * 1e3, i * 1e3);
+}
+
+/// Finding 21: error frames named internal addresses ("upstream unreachable: … (http://…/internal/v1/…)").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_frames_do_not_name_internal_addresses() {
+    let mut c = Cluster::start(&require_redis().await, 1, &[]).await;
+    let api = c.api();
+    let (alice, bob) = (api.register(&unique("a")).await, api.register(&unique("b")).await);
+    let cid = api.direct(&alice, &bob).await;
+    let mut ws = Ws::connect(&c.edge_ws(0), &alice.token, "").await;
+    assert_eq!(ws.next(WAIT).await["type"], "hello");
+    c.kill_store().await;
+    ws.send(json!({"type": "send", "id": "s", "conversation_id": cid, "body": "while the store is down"})).await;
+    let e = ws.wait_for(Duration::from_secs(30), |v| v["reply_to"] == "s").await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("unavailable")), "{e}");
+    let text = e["message"].as_str().unwrap_or_default();
+    for leak in ["http://", "127.0.0.1", "/internal/", &c.store_internal] {
+        assert!(!text.contains(leak), "the error frame names {leak:?}: {text}");
+    }
 }

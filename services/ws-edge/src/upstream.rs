@@ -67,7 +67,7 @@ async fn problem(resp: reqwest::Response) -> ApiError {
     ApiError::new(status, known_code(p.as_ref().map(|p| p.code.as_str())), detail)
 }
 
-/// The problem codes of API.md (anything else is `internal`).
+/// The problem codes of the public contract (anything else is `internal`).
 fn known_code(code: Option<&str>) -> &'static str {
     match code {
         Some("validation_failed") => "validation_failed",

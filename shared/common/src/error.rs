@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-/// An error as the client sees it. `code` is the stable machine-readable code of `API.md`.
+/// An error as the client sees it. `code` is the stable machine-readable code of the public contract.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -74,7 +74,7 @@ impl utoipa::IntoResponses for AuthedErrors {
 pub fn finish(mut doc: OpenApi, title: &str) -> OpenApi {
     doc.info.title = title.to_string();
     doc.info.version = "1".to_string();
-    doc.info.description = Some("Chat API v1: the public contract (see API.md). WebSocket: `GET /v1/ws`.".into());
+    doc.info.description = Some("Chat API v1: the public contract (this document; the WebSocket protocol: docs/websocket.md). WebSocket: `GET /v1/ws`.".into());
     let components = doc.components.get_or_insert_with(Default::default);
     components.schemas.insert("Problem".into(), <Problem as utoipa::PartialSchema>::schema());
     components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));

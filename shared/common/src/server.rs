@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// Request bodies above this are refused with 413 (API.md).
+/// Request bodies above this are refused with 413 (the contract).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Wraps a public router with what every service needs, outermost last:

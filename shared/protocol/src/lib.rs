@@ -1,4 +1,4 @@
-//! Wire types of `API.md`: what clients see over REST and WebSocket, and what services put on the bus.
+//! Wire types of the public contract (OpenAPI, docs/websocket.md): what clients see over REST and WebSocket, and what services put on the bus.
 
 pub mod bus;
 pub mod frames;

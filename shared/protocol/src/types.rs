@@ -1,4 +1,4 @@
-//! REST resources and request bodies of `API.md`.
+//! REST resources and request bodies of the public contract.
 
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};

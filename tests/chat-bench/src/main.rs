@@ -1,4 +1,4 @@
-//! `chat-bench`: a load generator that speaks only the public contract (API.md) to the all-in-one
+//! `chat-bench`: a load generator that speaks only the public contract to the all-in-one
 //! binary or to the microservices behind one or several ws-edge URLs.
 //!
 //! Scenarios: `idle`, `dm`, `fanout`, `reconnect-storm`; `--find-max` raises the rate of `dm` or

@@ -321,7 +321,7 @@ impl Ws {
         }
     }
 
-    /// The sender's view of its own send `id`: the `ack` and the `message` event, which API.md lets
+    /// The sender's view of its own send `id`: the `ack` and the `message` event, which the contract lets
     /// arrive in either order (the event can overtake the ack). Returns (ack, message).
     pub async fn ack_and_own_message(&mut self, timeout: Duration, id: &str) -> (Value, Value) {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -1,4 +1,4 @@
-//! The auth contract of API.md, over HTTP, against the all-in-one binary (SQLite) and the
+//! The auth contract, over HTTP, against the all-in-one binary (SQLite) and the
 //! microservices (PostgreSQL).
 
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! The message-store contract of API.md over HTTP, against both targets.
+//! The message-store contract over HTTP, against both targets.
 
 use chat_e2e::*;
 use serde_json::{Value, json};

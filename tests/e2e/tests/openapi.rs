@@ -47,7 +47,7 @@ async fn every_service_serves_its_document_and_the_merge_is_their_union() {
     let (s, merged) = aio.api().call("GET", "/openapi.json", None, None).await;
     assert_eq!(s, 200);
     assert_eq!(operations(&merged), union, "the merged document is the union of the services'");
-    // Every public REST route of API.md is there.
+    // Every public REST route of the contract is there.
     for op in [
         "POST /v1/auth/register",
         "POST /v1/auth/login",

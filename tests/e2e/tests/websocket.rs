@@ -1,4 +1,4 @@
-//! The WebSocket contract of API.md (`/v1/ws`), against the all-in-one binary and the microservices
+//! The WebSocket contract (docs/websocket.md) (`/v1/ws`), against the all-in-one binary and the microservices
 //! with two edges (users on different edges where it matters).
 
 use chat_e2e::*;

@@ -761,10 +761,22 @@ pub struct PgServer {
     pub port: u16,
     dir: tempdir::Dir,
     bin: PathBuf,
+    /// Extra `postgres -c` options (TLS).
+    opts: String,
 }
 
 impl PgServer {
     pub fn start() -> PgServer {
+        Self::start_with(None)
+    }
+
+    /// A server that speaks TLS only (`hostssl` in pg_hba.conf: a plain connection is refused),
+    /// with a server certificate from `ca`.
+    pub fn start_tls(ca: &TestCa) -> PgServer {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&TestCa>) -> PgServer {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).find(|b| b.join("initdb").exists()))
@@ -781,7 +793,18 @@ impl PgServer {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = PgServer { port, dir, bin };
+        let mut opts = String::new();
+        if let Some(ca) = ca {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::copy(ca.file("server.pem"), data.join("server.crt")).unwrap();
+            std::fs::copy(ca.file("server.key"), data.join("server.key")).unwrap();
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+                .unwrap();
+            let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(&data).status();
+            opts = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_string();
+        }
+        let pg = PgServer { port, dir, bin, opts };
         pg.restart();
         pg
     }
@@ -804,7 +827,12 @@ impl PgServer {
 
     /// Starts the server and waits until it accepts connections.
     pub fn restart(&self) {
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
+            self.port,
+            self.dir.0.display(),
+            self.opts
+        );
         let out = Self::as_owner(&self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(self.dir.0.join("data"))
@@ -1107,6 +1135,98 @@ impl TlsNats {
         let server = TlsNats { port, _child: KillOnDrop(child), _dir: dir };
         wait_listening(port, "nats-server with TLS");
         server
+    }
+}
+
+/// A minimal OTLP/HTTP JSON receiver: keeps every posted body.
+pub async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+                let mut r = tokio::io::BufReader::new(r);
+                loop {
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                        store.lock().unwrap().push(v);
+                    }
+                    let resp = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if w.write_all(resp).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, bodies)
+}
+
+/// Terminates TLS (server certificate from `ca`) in front of a plain TCP server at `target`: an
+/// https endpoint for a client that must verify the private CA.
+pub struct TlsTerminator {
+    pub addr: String,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TlsTerminator {
+    pub async fn start(ca: &TestCa, target: &str) -> TlsTerminator {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(ca.file("server.pem")).unwrap().map(|c| c.unwrap()).collect();
+        let key = PrivateKeyDer::from_pem_file(ca.file("server.key")).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let target = target.to_string();
+        let accept = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (acceptor, target) = (acceptor.clone(), target.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(sock).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsTerminator { addr, accept }
+    }
+}
+
+impl Drop for TlsTerminator {
+    fn drop(&mut self) {
+        self.accept.abort();
     }
 }
 

@@ -5,55 +5,7 @@
 use chat_e2e::*;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// A minimal OTLP/HTTP JSON receiver: keeps every posted body.
-async fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let store = bodies.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = sock.into_split();
-                let mut r = BufReader::new(r);
-                loop {
-                    let mut len = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        if let Some((k, v)) = line.split_once(':')
-                            && k.eq_ignore_ascii_case("content-length")
-                        {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0u8; len];
-                    if r.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                        store.lock().unwrap().push(v);
-                    }
-                    let resp = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                    if w.write_all(resp).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, bodies)
-}
 
 #[derive(Debug, Clone)]
 struct Span {
@@ -95,7 +47,7 @@ fn spans(bodies: &[Value]) -> Vec<Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_message_is_one_connected_trace() {
     let redis = require_redis().await;
-    let (addr, bodies) = collector().await;
+    let (addr, bodies) = otlp_collector().await;
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json".to_string()),

@@ -9,7 +9,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_authn::Claims;
 use chat_common::{ApiError, ApiResult, validate};
-use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
 use chat_protocol::{Timestamp, TokenResponse, User};
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
@@ -277,14 +276,8 @@ pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {
 pub async fn revoke(s: &AppState, sid: Uuid) -> ApiResult<()> {
     if let Some(access_exp) = s.store.revoke_session(sid).await.map_err(crate::Error::from)? {
         s.verifier.revoke(sid, access_exp);
-        let mut h = EventHeader::new(EventKind::SessionRevoked);
-        h.session_id = Some(sid);
-        h.until = Some(access_exp);
-        let payload = Envelope::encode(&h, "{}");
-        if let Err(e) = s.bus.publish(topics::SESSIONS_REVOKED, payload).await {
-            // Other services also poll /internal/v1/revoked-sessions, so this is delayed, not lost.
-            tracing::warn!(error = %e, "could not publish session revocation");
-        }
+        // Other services also poll /internal/v1/revoked-sessions, so a failed publish is delayed, not lost.
+        crate::operator::announce_revocation(&s.bus, sid, access_exp).await;
     }
     Ok(())
 }

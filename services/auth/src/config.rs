@@ -106,6 +106,43 @@ impl Config {
     }
 }
 
+use chat_common::cli::Setting;
+
+/// The settings of `chat-auth` itself (flags and environment variables; `--help` shows them).
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("AUTH_LISTEN", "127.0.0.1:8081", "the public API"),
+    Setting::new("AUTH_INTERNAL_LISTEN", "127.0.0.1:7081", "/internal/v1/* and the JWKS (credential required)"),
+    Setting::new("AUTH_ADMIN_LISTEN", "127.0.0.1:9081", "/healthz, /readyz, /metrics"),
+    Setting::url(
+        "DATABASE_URL",
+        "sqlite://./data/auth.db?mode=rwc",
+        "postgres://… (sslmode, sslrootcert honoured) or sqlite://…",
+    ),
+    Setting::new("DATABASE_SCHEMA", "", "PostgreSQL schema (created if missing)"),
+    Setting::new("DATABASE_MAX_CONNECTIONS", "10", "pool size"),
+];
+
+/// Token lifetimes, throttling and key handling: shared with the all-in-one binary.
+pub const LIMIT_SETTINGS: &[Setting] = &[
+    Setting::new("CHAT_ACCESS_TOKEN_TTL", "900", "access-token lifetime, seconds"),
+    Setting::new("CHAT_REFRESH_TOKEN_TTL", "2592000", "refresh-token lifetime, seconds"),
+    Setting::new("CHAT_LOGIN_MAX_FAILURES_PER_USER", "10", "failed logins per username per window"),
+    Setting::new("CHAT_LOGIN_MAX_FAILURES_PER_IP", "50", "failed logins per client address per window"),
+    Setting::new("CHAT_LOGIN_MAX_ATTEMPTS_PER_IP", "500", "login attempts per client address per window"),
+    Setting::new("CHAT_LOGIN_WINDOW_SECS", "900", "the login window, seconds"),
+    Setting::new("CHAT_REGISTER_MAX_PER_IP", "1000", "registrations per client address per window"),
+    Setting::new("CHAT_REGISTER_WINDOW_SECS", "3600", "the registration window, seconds"),
+    Setting::new("CHAT_TRUSTED_PROXIES", "", "addresses or CIDR ranges whose X-Forwarded-For is believed"),
+    Setting::new("AUTH_HASH_CONCURRENCY", "4", "password hashes computed at once (19 MiB each)"),
+    Setting::new("AUTH_HASH_QUEUE", "64", "hashes waiting for a thread at most (then 503)"),
+    Setting::new("AUTH_KEY_RELOAD_SECS", "30", "how soon a key rotation done elsewhere is picked up"),
+    Setting::secret(
+        "AUTH_KEY_ENCRYPTION_KEY",
+        "64 hex characters encrypting the signing keys (required on PostgreSQL)",
+    ),
+    Setting::new("AUTH_KEY_ENCRYPTION_KEY_FILE", "", "a file holding AUTH_KEY_ENCRYPTION_KEY"),
+];
+
 /// An address range: `192.0.2.0/24`, `2001:db8::/32`, or one address.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cidr {

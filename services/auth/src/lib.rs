@@ -7,6 +7,7 @@ mod error;
 pub mod key_cipher;
 pub mod keys;
 pub mod legacy;
+pub mod operator;
 mod password;
 pub mod routes;
 pub mod store;
@@ -67,8 +68,26 @@ pub fn spawn_background(s: &AppState) {
     let s = s.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(s.limits.key_reload_secs.max(1)));
+        // Revocations recorded by another process (an operator's command, another replica) since
+        // this one started are enforced here and announced again (edges close the sockets).
+        let mut revoked_seen = chat_protocol::Timestamp::now().0;
         loop {
             tick.tick().await;
+            let now = chat_protocol::Timestamp::now().0;
+            match s.store.revoked_since(revoked_seen).await {
+                Ok(rows) => {
+                    for (sid, until, at) in rows {
+                        revoked_seen = revoked_seen.max(at);
+                        if !s.verifier.is_revoked(sid) && until >= chat_authn::now_secs() {
+                            s.verifier.revoke(sid, until);
+                            operator::announce_revocation(&s.bus, sid, until).await;
+                        }
+                    }
+                    // Rows stamped just before `now` by a slow transaction are read again next time.
+                    revoked_seen = revoked_seen.max(now - 5_000);
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
+            }
             if let Err(e) = s.keys.reload(&s.store, s.limits.access_ttl).await {
                 tracing::warn!(error = %e, "key reload failed");
             }

@@ -431,6 +431,56 @@ impl Store {
         Ok(row.map(|r| r.try_get::<Option<i64>, _>("disabled_at")).transpose()?.flatten().is_some())
     }
 
+    /// A user's id by username (the operator commands).
+    pub async fn user_id_by_name(&self, username: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        let row = sqlx::query("SELECT id FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| uuid_col(&r, "id")).transpose()
+    }
+
+    /// Grants (`Some(now)`) or withdraws (`None`) operator rights.
+    pub async fn set_admin(&self, id: Uuid, at: Option<i64>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET admin_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id.to_string())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a new password hash unconditionally (an operator's reset).
+    pub async fn set_password_hash(&self, id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id.to_string())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes every live session of a user; returns each with the last expiry of its access tokens.
+    pub async fn revoke_user_sessions(&self, user: Uuid) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL RETURNING id, access_exp",
+        )
+        .bind(Timestamp::now().0)
+        .bind(user.to_string())
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("access_exp")?))).collect()
+    }
+
+    /// Sessions revoked at or after `since_ms` (by any process: an operator's command included).
+    pub async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(Uuid, i64, i64)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT id, access_exp, revoked_at FROM sessions WHERE revoked_at >= $1")
+            .bind(since_ms)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter().map(|r| Ok((uuid_col(r, "id")?, r.try_get("access_exp")?, r.try_get("revoked_at")?))).collect()
+    }
+
     /// Switches an account off (or on again with `None`).
     pub async fn set_disabled(&self, id: Uuid, at: Option<i64>) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")

@@ -13,6 +13,18 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// `chat import-django`: its arguments.
+pub fn command() -> clap::Command {
+    clap::Command::new("import-django")
+        .about("Import users, conversations and messages from the Django Channels backend's database")
+        .arg(
+            clap::Arg::new("source")
+                .required(true)
+                .value_name("DATABASE_URL")
+                .help("postgres://… or sqlite://… of the Django backend"),
+        )
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const BATCH: usize = 500;

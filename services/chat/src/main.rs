@@ -6,8 +6,10 @@ mod adapters;
 mod import;
 mod web;
 
+use chat_common::cli::{self, Setting};
 use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
 use chat_db::DbConfig;
+use clap::{Arg, ArgAction, Command};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ struct Config {
     database_url: Option<String>,
     /// `BUS_URL`: redis:// to use Redis instead of the in-process bus.
     bus_url: Option<String>,
+    /// `PRESENCE_STORE_URL`: where presence is shared (default: the bus's broker).
+    presence_store: Option<String>,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     bus_topic_prefix: String,
     /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
@@ -41,8 +45,20 @@ impl Config {
             listen: env_or("CHAT_LISTEN", "127.0.0.1:8080"),
             admin_listen: env_or("CHAT_ADMIN_LISTEN", "127.0.0.1:9090"),
             data_dir: PathBuf::from(env_or("CHAT_DATA_DIR", "./data")),
-            database_url: env_opt("DATABASE_URL"),
+            database_url: match env_opt("DATABASE_URL") {
+                // The all-in-one keeps its stores in SQLite files unless told PostgreSQL: any other
+                // value is a mistake, never a silent fallback to SQLite.
+                Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                    return Err(ConfigError {
+                        name: "DATABASE_URL",
+                        value: chat_common::config::redact_url(&url),
+                        reason: "expected postgres://… (unset: SQLite files under CHAT_DATA_DIR)".into(),
+                    });
+                }
+                url => url,
+            },
             bus_url: env_opt("BUS_URL"),
+            presence_store: chat_presence::store_url_from_env()?,
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             bus_key: chat_common::config::bus_key()?,
             db_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
@@ -55,12 +71,12 @@ impl Config {
 
     fn db(&self, name: &str) -> DbConfig {
         match &self.database_url {
-            Some(url) if url.starts_with("postgres") => DbConfig {
+            Some(url) => DbConfig {
                 url: url.clone(),
                 schema: Some(format!("{}chat_{name}", env_or("DATABASE_SCHEMA_PREFIX", ""))),
                 max_connections: self.db_max_connections,
             },
-            _ => DbConfig {
+            None => DbConfig {
                 url: chat_db::sqlite_url_for(&self.data_dir.join(format!("{name}.db"))),
                 schema: None,
                 max_connections: self.db_max_connections,
@@ -77,67 +93,118 @@ fn openapi() -> utoipa::openapi::OpenApi {
     chat_common::openapi::finish(doc, "chat")
 }
 
+/// The all-in-one binary's own settings (the services' limits are added to them).
+const SETTINGS: &[Setting] = &[
+    Setting::new("CHAT_LISTEN", "127.0.0.1:8080", "the public port: the whole API, /v1/ws, /docs and the web client"),
+    Setting::new("CHAT_ADMIN_LISTEN", "127.0.0.1:9090", "/healthz, /readyz, /metrics"),
+    Setting::new("CHAT_DATA_DIR", "./data", "SQLite files (auth.db, messages.db) when DATABASE_URL is unset"),
+    Setting::url("DATABASE_URL", "", "postgres://… to keep both stores in PostgreSQL (sslmode, sslrootcert honoured)"),
+    Setting::new("DATABASE_SCHEMA_PREFIX", "", "prefix of the PostgreSQL schema names chat_auth and chat_messages"),
+    Setting::new("DATABASE_MAX_CONNECTIONS", "10", "pool size per store"),
+    Setting::new("MESSAGE_STORE_GROUP_COMMIT", "128", "concurrent sends stored in one transaction at most"),
+    Setting::url(
+        "PRESENCE_STORE_URL",
+        "",
+        "where presence is shared between instances: redis://…, rediss://…, memory://; default: BUS_URL if Redis",
+    ),
+    Setting::new("PRESENCE_KEY_PREFIX", "chat:presence", "Redis key prefix"),
+    Setting::url("IMPORT_AUTH_DATABASE_URL", "", "import-django: write users here instead of this binary's auth store"),
+    Setting::new("IMPORT_AUTH_DATABASE_SCHEMA", "", "import-django: the schema of IMPORT_AUTH_DATABASE_URL"),
+    Setting::url("IMPORT_STORE_DATABASE_URL", "", "import-django: write conversations and messages here"),
+    Setting::new("IMPORT_STORE_DATABASE_SCHEMA", "", "import-django: the schema of IMPORT_STORE_DATABASE_URL"),
+];
+
+fn settings() -> Vec<Setting> {
+    cli::union(&[
+        SETTINGS,
+        chat_auth::config::LIMIT_SETTINGS,
+        chat_message_store::config::LIMIT_SETTINGS,
+        chat_ws_edge::config::LIMIT_SETTINGS,
+        cli::BUS,
+        cli::VERIFIER,
+        cli::COMMON,
+    ])
+}
+
+fn command(settings: &[Setting]) -> Command {
+    let mut subcommands = vec![
+        Command::new("migrate").about("Apply the migrations of both stores and exit"),
+        Command::new("rotate-key").about("Make a new signing key the active one").arg(
+            Arg::new("retire-previous")
+                .long("retire-previous")
+                .action(ArgAction::SetTrue)
+                .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
+        ),
+        Command::new("openapi").about("Print the OpenAPI document of the whole public API"),
+        import::command(),
+    ];
+    subcommands.extend(chat_auth::operator::commands());
+    cli::command(
+        NAME,
+        "The whole chat backend in one process (auth, messages, presence, WebSocket)",
+        settings,
+        subcommands,
+    )
+}
+
+const NAME: &str = "chat";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     chat_common::install_crypto_provider();
-    // `chat openapi` prints the merged document (deploy/openapi/openapi.json is this output).
-    if std::env::args().nth(1).as_deref() == Some("openapi") {
-        return match openapi().to_pretty_json() {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("chat: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    let settings = settings();
+    let (sub, args) = cli::parse(command(&settings), &settings);
+    match sub.as_str() {
+        "config" => {
+            print!("{}", cli::render_config(&settings));
+            return ExitCode::SUCCESS;
+        }
+        "openapi" => return cli::print_json(NAME, &openapi()),
+        _ => {}
     }
     let cfg = match Config::from_env() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("chat: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return cli::usage_error(NAME, e),
     };
-    if std::env::args().nth(1).as_deref() == Some("import-django") {
-        return import_django(&cfg).await;
-    }
-    // `chat rotate-key [--retire-previous]`: as `chat-auth rotate-key`, on this binary's auth database.
-    if std::env::args().nth(1).as_deref() == Some("rotate-key") {
-        let retire = std::env::args().skip(2).any(|a| a == "--retire-previous");
-        return match chat_auth::rotate_key(&cfg.db("auth"), cfg.auth.key_cipher.as_ref(), retire).await {
-            Ok(kid) => {
-                println!("new signing key: {kid}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("chat rotate-key: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if std::env::args().any(|a| a == "--health-check") {
+    if sub == "health-check" {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
-    let _telemetry = chat_telemetry::init_tracing("chat", chat_telemetry::LogFormat::from_env());
-    match run(cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "chat failed");
-            eprintln!("chat: {e}");
-            ExitCode::FAILURE
+    let _telemetry = chat_telemetry::init_tracing(NAME, chat_telemetry::LogFormat::from_env());
+    match sub.as_str() {
+        "import-django" => import_django(&cfg, &args).await,
+        "migrate" => {
+            let migrated = async {
+                chat_auth::migrate(&cfg.db("auth")).await.map_err(|e| e.to_string())?;
+                chat_message_store::migrate(&cfg.db("messages")).await.map_err(|e| e.to_string())
+            };
+            cli::finish(NAME, "migrate", migrated.await.map(|()| "migrated"))
+        }
+        "rotate-key" => {
+            let retire = args.get_flag("retire-previous");
+            let rotated = chat_auth::rotate_key(&cfg.db("auth"), cfg.auth.key_cipher.as_ref(), retire).await;
+            cli::finish(NAME, "rotate-key", rotated.map(|kid| format!("new signing key: {kid}")))
+        }
+        "admin" | "users" => {
+            let bus =
+                match chat_bus::Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone())
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(e) => return cli::finish::<String, _>(NAME, &sub, Err(e)),
+                };
+            chat_auth::operator::main(NAME, &cfg.db("auth"), &bus, &sub, &args).await
+        }
+        _ => {
+            cli::announce(NAME);
+            cli::finish(NAME, "serve", run(cfg).await.map(|()| ""))
         }
     }
 }
 
 /// `chat import-django <database url>`: into the all-in-one databases, or wherever
 /// `IMPORT_AUTH_DATABASE_URL`/`_SCHEMA` and `IMPORT_STORE_DATABASE_URL`/`_SCHEMA` point (microservices).
-async fn import_django(cfg: &Config) -> ExitCode {
-    let Some(source) = std::env::args().nth(2) else {
-        eprintln!("usage: chat import-django <postgres://... | sqlite://...>  (the Django backend's database)");
-        return ExitCode::FAILURE;
-    };
+async fn import_django(cfg: &Config, args: &clap::ArgMatches) -> ExitCode {
+    let source = args.get_one::<String>("source").cloned().unwrap_or_default();
     let target = |prefix: &str, name: &str| match chat_common::config::env_opt(&format!("{prefix}_DATABASE_URL")) {
         Some(url) => DbConfig {
             url,
@@ -175,11 +242,10 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
         directory,
     )
     .await?;
-    let presence_store = match &cfg.bus_url {
-        Some(u) if u.starts_with("redis") => Some(u.as_str()),
-        _ => None,
-    };
-    let presence_backend = chat_presence::Backend::connect(presence_store, "chat:presence").await?;
+    let presence_store = chat_presence::effective_store_url(cfg.presence_store.as_deref(), cfg.bus_url.as_deref());
+    let presence_backend =
+        chat_presence::Backend::connect(presence_store.as_deref(), &env_or("PRESENCE_KEY_PREFIX", "chat:presence"))
+            .await?;
     let presence = chat_presence::build(presence_backend, bus.clone(), verifier.clone());
     let edge_id = format!("chat-{}", uuid::Uuid::now_v7());
     let edge = chat_ws_edge::build(

@@ -50,6 +50,32 @@ impl Limits {
     }
 }
 
+use chat_common::cli::Setting;
+
+/// The settings of `chat-message-store` itself (flags and environment variables).
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("MESSAGE_STORE_LISTEN", "127.0.0.1:8082", "the public API"),
+    Setting::new("MESSAGE_STORE_INTERNAL_LISTEN", "127.0.0.1:7082", "/internal/v1/* (credential required)"),
+    Setting::new("MESSAGE_STORE_ADMIN_LISTEN", "127.0.0.1:9082", "/healthz, /readyz, /metrics"),
+    Setting::url(
+        "DATABASE_URL",
+        "sqlite://./data/messages.db?mode=rwc",
+        "postgres://… (sslmode, sslrootcert honoured) or sqlite://…",
+    ),
+    Setting::new("DATABASE_SCHEMA", "", "PostgreSQL schema (created if missing)"),
+    Setting::new("DATABASE_MAX_CONNECTIONS", "20", "pool size"),
+    Setting::new("MESSAGE_STORE_GROUP_COMMIT", "128", "concurrent sends stored in one transaction at most"),
+    Setting::url("AUTH_URL", "http://127.0.0.1:7081", "auth's internal listener"),
+];
+
+/// Per-user budgets: shared with the all-in-one binary.
+pub const LIMIT_SETTINGS: &[Setting] = &[
+    Setting::new("CHAT_SEND_RATE_PER_SEC", "20", "sends per user per second (REST and WebSocket together)"),
+    Setting::new("CHAT_SEND_BURST", "40", "send burst per user"),
+    Setting::new("CHAT_CREATE_PER_MIN", "60", "conversations a user may create per minute"),
+    Setting::new("CHAT_CREATE_BURST", "60", "conversation-creation burst per user"),
+];
+
 /// Default of `MESSAGE_STORE_GROUP_COMMIT`.
 pub const GROUP_COMMIT: usize = 128;
 

@@ -1,7 +1,7 @@
 //! The presence service: who is online across every ws-edge, `GET /v1/presence`, and online/offline
 //! transitions published on the bus for edges to fan out.
 
-pub mod redis_state;
+mod redis_state;
 pub mod state;
 
 use axum::Router;
@@ -46,6 +46,24 @@ pub struct Config {
     pub key_prefix: String,
 }
 
+/// The settings of `chat-presence` itself (flags and environment variables).
+pub const SETTINGS: &[chat_common::cli::Setting] = &[
+    chat_common::cli::Setting::new("PRESENCE_LISTEN", "127.0.0.1:8083", "the public API"),
+    chat_common::cli::Setting::new(
+        "PRESENCE_INTERNAL_LISTEN",
+        "127.0.0.1:7083",
+        "/internal/v1/* (credential required)",
+    ),
+    chat_common::cli::Setting::new("PRESENCE_ADMIN_LISTEN", "127.0.0.1:9083", "/healthz, /readyz, /metrics"),
+    chat_common::cli::Setting::url(
+        "PRESENCE_STORE_URL",
+        "",
+        "redis://… or rediss://… (shared by replicas), memory:// (one replica); default: BUS_URL if Redis",
+    ),
+    chat_common::cli::Setting::new("PRESENCE_KEY_PREFIX", "chat:presence", "Redis key prefix"),
+    chat_common::cli::Setting::url("AUTH_URL", "http://127.0.0.1:7081", "auth's internal listener"),
+];
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {
@@ -57,10 +75,32 @@ impl Config {
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             bus_key: chat_common::config::bus_key()?,
             auth_url: env_or("AUTH_URL", "http://127.0.0.1:7081"),
-            store_url: env_opt("PRESENCE_STORE_URL"),
+            store_url: store_url_from_env()?,
             key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
         })
     }
+}
+
+/// `PRESENCE_STORE_URL`, checked: an unknown scheme is a configuration error, never memory.
+pub fn store_url_from_env() -> Result<Option<String>, ConfigError> {
+    let url = env_opt("PRESENCE_STORE_URL");
+    if let Some(u) = &url
+        && !["redis://", "rediss://", "memory://"].iter().any(|s| u.starts_with(s))
+    {
+        return Err(ConfigError {
+            name: "PRESENCE_STORE_URL",
+            value: chat_common::config::redact_url(u),
+            reason: "expected redis://, rediss:// or memory://".into(),
+        });
+    }
+    Ok(url)
+}
+
+/// The store presence uses: `PRESENCE_STORE_URL`, else the bus's broker when it is Redis (replicas
+/// and all-in-one instances sharing it share presence too), else memory. A NATS bus has no presence
+/// store of its own yet: set `PRESENCE_STORE_URL` to a Redis to run more than one instance.
+pub fn effective_store_url(store_url: Option<&str>, bus_url: Option<&str>) -> Option<String> {
+    store_url.or(bus_url.filter(|u| u.starts_with("redis://") || u.starts_with("rediss://"))).map(str::to_string)
 }
 
 /// Where presence state lives.
@@ -71,13 +111,16 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// `redis://…` or anything else for memory.
+    /// `redis://`/`rediss://` (Redis), `memory://` or none (this process only); any other scheme
+    /// is an error.
     pub async fn connect(url: Option<&str>, prefix: &str) -> Result<Backend, String> {
         match url {
-            Some(u) if u.starts_with("redis") => {
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
                 Ok(Backend::Redis(redis_state::RedisPresence::connect(u, prefix).await.map_err(|e| e.to_string())?))
             }
-            _ => Ok(Backend::Memory(Arc::default())),
+            None => Ok(Backend::Memory(Arc::default())),
+            Some(u) if u.starts_with("memory://") => Ok(Backend::Memory(Arc::default())),
+            Some(u) => Err(format!("unsupported presence store {}", chat_common::config::redact_url(u))),
         }
     }
 
@@ -267,7 +310,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
     chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
     chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
-    let store_url = cfg.store_url.clone().or_else(|| cfg.bus_url.clone().filter(|u| u.starts_with("redis")));
+    let store_url = effective_store_url(cfg.store_url.as_deref(), cfg.bus_url.as_deref());
     let backend = Backend::connect(store_url.as_deref(), &cfg.key_prefix).await.map_err(std::io::Error::other)?;
     let s = build(backend.clone(), bus.clone(), verifier);
     let checks = vec![

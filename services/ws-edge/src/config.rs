@@ -58,6 +58,28 @@ impl Limits {
     }
 }
 
+use chat_common::cli::Setting;
+
+/// The settings of `chat-ws-edge` itself (flags and environment variables).
+pub const SETTINGS: &[Setting] = &[
+    Setting::new("WS_EDGE_LISTEN", "127.0.0.1:8084", "/v1/ws"),
+    Setting::new("WS_EDGE_ADMIN_LISTEN", "127.0.0.1:9084", "/healthz, /readyz, /metrics"),
+    Setting::new("WS_EDGE_ID", "", "identity reported to presence (default: random per start)"),
+    Setting::url("AUTH_URL", "http://127.0.0.1:7081", "auth's internal listener"),
+    Setting::url("MESSAGE_STORE_URL", "http://127.0.0.1:7082", "the message-store's internal listener"),
+    Setting::url("PRESENCE_URL", "http://127.0.0.1:7083", "presence's internal listener"),
+];
+
+/// Protocol limits: shared with the all-in-one binary.
+pub const LIMIT_SETTINGS: &[Setting] = &[
+    Setting::new("CHAT_HEARTBEAT_INTERVAL_MS", "15000", "WebSocket ping interval (two missed close the connection)"),
+    Setting::new("CHAT_SEND_RATE_PER_SEC", "20", "sends per user per second"),
+    Setting::new("CHAT_SEND_BURST", "40", "send burst per user"),
+    Setting::new("CHAT_OUTBOUND_QUEUE", "1024", "frames queued per connection before it is a slow reader"),
+    Setting::new("CHAT_DRAIN_WINDOW_MS", "10000", "how long a drain spreads its 1012 closes"),
+    Setting::new("CHAT_SOCKET_SEND_BUFFER", "65536", "kernel send buffer per connection, bytes (0: default)"),
+];
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Ok(Config {

@@ -77,7 +77,11 @@ pub struct Verifier {
 /// The longest access-token lifetime accepted: `CHAT_ACCESS_TOKEN_TTL` (default 900 s, the same
 /// variable auth issues with) plus a minute for clock differences.
 pub fn max_token_lifetime_from_env() -> i64 {
-    std::env::var("CHAT_ACCESS_TOKEN_TTL").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(900).max(1) + 60
+    chat_common::config::env_opt("CHAT_ACCESS_TOKEN_TTL")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(900)
+        .max(1)
+        + 60
 }
 
 impl Verifier {
@@ -219,7 +223,8 @@ pub fn spawn_key_refresher(verifier: Arc<Verifier>, every: Duration) {
 
 /// `CHAT_JWKS_REFRESH_SECS` (default 60).
 pub fn jwks_refresh_from_env() -> Duration {
-    let secs = std::env::var("CHAT_JWKS_REFRESH_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
+    let secs =
+        chat_common::config::env_opt("CHAT_JWKS_REFRESH_SECS").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
     Duration::from_secs(secs.max(1))
 }
 

@@ -22,13 +22,7 @@ impl NatsBus {
         let tx = reconnected.clone();
         // Credentials in the URL (`nats://user:password@host`, or `nats://token@host`) are given to
         // the client as options: it does not read them from the URL itself.
-        let (url, auth) = split_credentials(url);
-        let mut options = async_nats::ConnectOptions::new();
-        options = match auth {
-            Some((user, Some(password))) => options.user_and_password(user, password),
-            Some((token, None)) => options.token(token),
-            None => options,
-        };
+        let (url, options) = options_for(url);
         let client = options
             .retry_on_initial_connect()
             .event_callback(move |event| {
@@ -173,6 +167,18 @@ async fn run(
     for (_, h) in subs {
         h.abort();
     }
+}
+
+/// The URL without credentials and client options carrying them.
+fn options_for(url: &str) -> (String, async_nats::ConnectOptions) {
+    let (url, auth) = split_credentials(url);
+    let options = async_nats::ConnectOptions::new();
+    let options = match auth {
+        Some((user, Some(password))) => options.user_and_password(user, password),
+        Some((token, None)) => options.token(token),
+        None => options,
+    };
+    (url, options)
 }
 
 /// Splits `scheme://user:password@host…` into the URL without credentials and the (percent-decoded)

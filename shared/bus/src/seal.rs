@@ -45,7 +45,7 @@ impl BusKey {
     /// `BUS_SIGNING_KEY`, or the first line of the file `BUS_SIGNING_KEY_FILE` names; `Ok(None)` when
     /// neither is set. The error names the variable.
     pub fn from_env() -> Result<Option<BusKey>, String> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        let var = chat_settings::var;
         let (name, value) = if let Some(path) = var(KEY_FILE_VAR) {
             let text = std::fs::read_to_string(&path).map_err(|e| format!("{KEY_FILE_VAR} ({path}): {e}"))?;
             (KEY_FILE_VAR, text.lines().next().unwrap_or("").to_string())

@@ -13,9 +13,10 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// A variable that is set and not empty.
+/// A setting that is set and not blank (a flag, else the environment variable, else the binary's
+/// documented default: see `chat_settings`).
 pub fn env_opt(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    chat_settings::var(name)
 }
 
 pub fn env_or(name: &str, default: &str) -> String {

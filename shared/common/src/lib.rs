@@ -1,5 +1,6 @@
 //! Plumbing every service shares: env config, problem-details errors, extractors, admin routes, serving.
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -23,8 +23,8 @@ pub enum LogFormat {
 impl LogFormat {
     /// `LOG_FORMAT=json|pretty`; JSON unless asked otherwise, because production is the careful default.
     pub fn from_env() -> Self {
-        match std::env::var("LOG_FORMAT").as_deref() {
-            Ok("pretty") | Ok("text") => LogFormat::Pretty,
+        match chat_settings::var("LOG_FORMAT").as_deref() {
+            Some("pretty") | Some("text") => LogFormat::Pretty,
             _ => LogFormat::Json,
         }
     }
@@ -49,7 +49,9 @@ impl Drop for TelemetryGuard {
 pub fn init_tracing(service: &str, format: LogFormat) -> TelemetryGuard {
     // The metrics recorder first: anything recorded before it exists is lost.
     metrics_handle();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = chat_settings::var("RUST_LOG")
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let provider = otlp_provider(service);
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // Spans are exported at info and above whatever RUST_LOG says: RUST_LOG filters log lines only.
@@ -73,15 +75,22 @@ pub fn init_tracing(service: &str, format: LogFormat) -> TelemetryGuard {
 }
 
 fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
-    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.trim().is_empty())?;
-    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+    let endpoint = chat_settings::var("OTEL_EXPORTER_OTLP_ENDPOINT")?;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
+    // The SDK reads the environment variable itself (and appends the signal's path); a value given
+    // as a flag is passed explicitly, with that path.
+    if chat_settings::source("OTEL_EXPORTER_OTLP_ENDPOINT") == "flag" {
+        use opentelemetry_otlp::WithExportConfig;
+        builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+    }
+    let exporter = match builder.build() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("OTLP exporter not started: {e}");
             return None;
         }
     };
-    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_string());
+    let name = chat_settings::var("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_string());
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
     Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }

@@ -114,3 +114,63 @@ async fn edge_restart_with_same_identity_clears_stale_sessions() {
     }
     assert!(offline, "the restarted edge cleared its stale sessions (ttl would take 45 s)");
 }
+
+/// Two all-in-one instances sharing PostgreSQL and a Redis bus: presence is shared through Redis. A user with a device on each instance stays
+/// online when one closes, goes offline (once) when the other does, and a killed instance's users
+/// go offline within two heartbeat intervals.
+async fn presence_is_shared_between_instances(bus: &str) {
+    let pg = require_postgres().await;
+    let id = unique("pair");
+    let env = |extra: Vec<(&'static str, String)>| {
+        let mut v = vec![
+            ("DATABASE_URL", pg.clone()),
+            ("DATABASE_SCHEMA_PREFIX", format!("{id}_")),
+            ("BUS_URL", bus.to_string()),
+            ("BUS_TOPIC_PREFIX", format!("{id}.")),
+            ("BUS_SIGNING_KEY", BUS_SIGNING_KEY.to_string()),
+            ("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY.to_string()),
+            ("PRESENCE_KEY_PREFIX", format!("{id}:presence")),
+            ("CHAT_HEARTBEAT_INTERVAL_MS", "1000".to_string()),
+        ];
+        v.extend(extra);
+        v
+    };
+    let one = AllInOne::start(&env(vec![])).await;
+    let two = AllInOne::start(&env(vec![])).await;
+    let api = one.api();
+    let a = api.register(&unique("a")).await;
+    let b = api.register(&unique("b")).await;
+    api.direct(&a, &b).await;
+    let mut wb = Ws::connect(&one.ws(), &b.token, "").await;
+    wb.next(WAIT).await;
+    let mut a1 = Ws::connect(&one.ws(), &a.token, "").await;
+    a1.next(WAIT).await;
+    assert_eq!(wb.wait_for(WAIT, presence_of(&a)).await["status"], "online");
+    let mut a2 = Ws::connect(&two.ws(), &a.token, "").await;
+    a2.next(WAIT).await;
+    assert!(presence_events(&mut wb, &a, Duration::from_millis(500)).await.is_empty(), "a second device: no event");
+    // Read a2 all along (its pongs keep it alive under the 1 s heartbeat).
+    let a2 = tokio::spawn(async move { while futures_util::StreamExt::next(&mut a2.stream).await.is_some() {} });
+    a1.stream.close(None).await.ok();
+    drop(a1);
+    assert!(
+        presence_events(&mut wb, &a, Duration::from_millis(1500)).await.is_empty(),
+        "still online on the other instance"
+    );
+    let q = format!("/v1/presence?user_ids={}", a.id);
+    let (_, v) = two.api().call("GET", &q, Some(&b.token), None).await;
+    assert_eq!(v["presence"][0]["status"], "online", "{v}");
+    // The other instance dies with the last device: offline within two heartbeats, once.
+    let killed = Instant::now();
+    two.proc.kill().await;
+    let off = wb.wait_for(Duration::from_secs(5), presence_of(&a)).await;
+    assert_eq!(off["status"], "offline");
+    assert!(killed.elapsed() <= Duration::from_millis(2300), "offline after {:?}", killed.elapsed());
+    assert!(presence_events(&mut wb, &a, Duration::from_millis(1500)).await.is_empty(), "exactly one offline event");
+    a2.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_between_instances_on_redis() {
+    presence_is_shared_between_instances(&require_redis().await).await;
+}

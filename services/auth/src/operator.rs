@@ -1,0 +1,147 @@
+//! The operator's account commands (`admin grant|revoke`, `users disable|enable|revoke-sessions|
+//! reset-password`): run from the command line against the auth database, never over the API.
+
+use crate::store::Store;
+use chat_bus::Bus;
+use chat_protocol::Timestamp;
+use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
+use clap::{ArgMatches, Command};
+use std::process::ExitCode;
+use uuid::Uuid;
+
+/// The `admin` and `users` subcommands (the auth binary and the all-in-one both offer them).
+pub fn commands() -> Vec<Command> {
+    let user = chat_common::cli::username_arg;
+    vec![
+        Command::new("admin")
+            .about("Grant or withdraw operator rights")
+            .subcommand_required(true)
+            .subcommand(Command::new("grant").about("Make a user an operator admin").arg(user()))
+            .subcommand(Command::new("revoke").about("Withdraw a user's operator rights").arg(user())),
+        Command::new("users")
+            .about("Account controls")
+            .subcommand_required(true)
+            .subcommand(Command::new("disable").about("Switch an account off and end its sessions").arg(user()))
+            .subcommand(Command::new("enable").about("Switch an account on again").arg(user()))
+            .subcommand(Command::new("revoke-sessions").about("End every session of an account").arg(user()))
+            .subcommand(
+                Command::new("reset-password")
+                    .about("Set a new password, read from the first line of standard input; ends every session")
+                    .arg(user()),
+            ),
+    ]
+}
+
+/// What a command did, printed on success.
+#[derive(Debug)]
+pub struct Outcome(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The operator's mistake (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(e: sqlx::Error) -> Self {
+        CommandError::Failed(format!("database: {e}"))
+    }
+}
+
+/// Runs `admin …` or `users …` (`group` is which) against `store`; revocations are announced on
+/// `bus` (running services also pick them up from the database within `AUTH_KEY_RELOAD_SECS`).
+pub async fn run(store: &Store, bus: &Bus, group: &str, m: &ArgMatches) -> Result<Outcome, CommandError> {
+    let Some((action, args)) = m.subcommand() else {
+        return Err(CommandError::Usage(format!("{group}: a subcommand is required")));
+    };
+    let username = args.get_one::<String>("username").map(|u| u.to_ascii_lowercase()).unwrap_or_default();
+    let id = store
+        .user_id_by_name(&username)
+        .await?
+        .ok_or_else(|| CommandError::Usage(format!("no user named {username:?}")))?;
+    let now = Timestamp::now().0;
+    let done = match (group, action) {
+        ("admin", "grant") => {
+            store.set_admin(id, Some(now)).await?;
+            format!("{username} is an operator admin")
+        }
+        ("admin", "revoke") => {
+            store.set_admin(id, None).await?;
+            format!("{username} is no longer an operator admin")
+        }
+        ("users", "disable") => {
+            store.set_disabled(id, Some(now)).await?;
+            let n = end_sessions(store, bus, id).await?;
+            format!("{username} disabled; {n} sessions revoked")
+        }
+        ("users", "enable") => {
+            store.set_disabled(id, None).await?;
+            format!("{username} enabled")
+        }
+        ("users", "revoke-sessions") => {
+            let n = end_sessions(store, bus, id).await?;
+            format!("{n} sessions of {username} revoked")
+        }
+        ("users", "reset-password") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CommandError::Failed(format!("reading the new password from standard input: {e}")))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_string();
+            crate::accounts::check_registration(&username, &password, None)
+                .map_err(|e| CommandError::Usage(format!("new password refused: {}", e.detail)))?;
+            let hasher = crate::password::Hasher::new(1, 1);
+            let hash = hasher.hash(password).await.map_err(|e| CommandError::Failed(e.detail.to_string()))?;
+            store.set_password_hash(id, &hash).await?;
+            let n = end_sessions(store, bus, id).await?;
+            format!("password of {username} reset; {n} sessions revoked")
+        }
+        (g, a) => return Err(CommandError::Usage(format!("unknown command {g} {a}"))),
+    };
+    Ok(Outcome(done))
+}
+
+/// Revokes every session of `id` and announces each on the bus (edges close its sockets with 4001).
+async fn end_sessions(store: &Store, bus: &Bus, id: Uuid) -> Result<usize, CommandError> {
+    let sessions = store.revoke_user_sessions(id).await?;
+    for (sid, until) in &sessions {
+        announce_revocation(bus, *sid, *until).await;
+    }
+    Ok(sessions.len())
+}
+
+/// Publishes a session's revocation. A failure only delays it: verifiers also poll revocations.
+pub async fn announce_revocation(bus: &Bus, sid: Uuid, until: i64) {
+    let mut h = EventHeader::new(EventKind::SessionRevoked);
+    h.session_id = Some(sid);
+    h.until = Some(until);
+    if let Err(e) = bus.publish(topics::SESSIONS_REVOKED, Envelope::encode(&h, "{}")).await {
+        tracing::warn!(error = %e, "could not publish session revocation");
+    }
+}
+
+/// Runs an operator command as a binary does: prints the outcome, or the reason with exit code 2
+/// (the operator's mistake) or 1.
+pub async fn main(binary: &str, db: &chat_db::DbConfig, bus: &Bus, group: &str, m: &ArgMatches) -> ExitCode {
+    let store = match crate::open_store(db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{binary} {group}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&store, bus, group, m).await {
+        Ok(Outcome(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(CommandError::Usage(reason)) => chat_common::cli::usage_error(&format!("{binary} {group}"), reason),
+        Err(CommandError::Failed(reason)) => {
+            eprintln!("{binary} {group}: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}

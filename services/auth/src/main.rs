@@ -1,7 +1,7 @@
 //! `chat-auth`: the auth service binary.
 
 use chat_common::cli::{self, Setting};
-use clap::{Arg, ArgAction, Command};
+use clap::Command;
 use std::process::ExitCode;
 
 const NAME: &str = "chat-auth";
@@ -20,12 +20,7 @@ fn settings() -> Vec<Setting> {
 fn command(settings: &[Setting]) -> Command {
     let mut subcommands = vec![
         Command::new("migrate").about("Apply the database migrations and exit"),
-        Command::new("rotate-key").about("Make a new signing key the active one").arg(
-            Arg::new("retire-previous")
-                .long("retire-previous")
-                .action(ArgAction::SetTrue)
-                .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
-        ),
+        chat_auth::operator::rotate_key_command(),
         Command::new("openapi").about("Print the OpenAPI document of the public routes"),
     ];
     subcommands.extend(chat_auth::operator::commands());

@@ -9,6 +9,16 @@ use clap::{ArgMatches, Command};
 use std::process::ExitCode;
 use uuid::Uuid;
 
+/// `rotate-key [--retire-previous]` (the auth binary and the all-in-one both offer it).
+pub fn rotate_key_command() -> Command {
+    Command::new("rotate-key").about("Make a new signing key the active one").arg(
+        clap::Arg::new("retire-previous")
+            .long("retire-previous")
+            .action(clap::ArgAction::SetTrue)
+            .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
+    )
+}
+
 /// The `admin` and `users` subcommands (the auth binary and the all-in-one both offer them).
 pub fn commands() -> Vec<Command> {
     let user = chat_common::cli::username_arg;

@@ -9,7 +9,7 @@ mod web;
 use chat_common::cli::{self, Setting};
 use chat_common::config::{ConfigError, env_opt, env_or, env_parse};
 use chat_db::DbConfig;
-use clap::{Arg, ArgAction, Command};
+use clap::Command;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -129,12 +129,7 @@ fn settings() -> Vec<Setting> {
 fn command(settings: &[Setting]) -> Command {
     let mut subcommands = vec![
         Command::new("migrate").about("Apply the migrations of both stores and exit"),
-        Command::new("rotate-key").about("Make a new signing key the active one").arg(
-            Arg::new("retire-previous")
-                .long("retire-previous")
-                .action(ArgAction::SetTrue)
-                .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
-        ),
+        chat_auth::operator::rotate_key_command(),
         Command::new("openapi").about("Print the OpenAPI document of the whole public API"),
         import::command(),
     ];

@@ -9,6 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chat_authn::Claims;
 use chat_common::{ApiError, ApiResult, validate};
+use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
 use chat_protocol::{Timestamp, TokenResponse, User};
 use std::net::{IpAddr, SocketAddr};
 use uuid::Uuid;
@@ -77,7 +78,7 @@ pub async fn register(
         reserve(s, k, s.limits.registrations_per_ip, s.limits.register_window_secs).await?;
     }
     let taken = || ApiError::conflict("username_taken", "that username is taken");
-    if s.store.username_taken(&username).await.map_err(crate::Error::from)? {
+    if s.store.user_id_by_name(&username).await.map_err(crate::Error::from)?.is_some() {
         release(s, ip_key.as_deref()).await?;
         return Err(taken());
     }
@@ -238,10 +239,9 @@ pub async fn refresh(s: &AppState, token: &str) -> ApiResult<TokenResponse> {
     if row.expires_at < Timestamp::now().0 {
         return Err(invalid());
     }
-    let user = s.store.user(row.user_id).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
-    if s.store.is_disabled(user.id).await.map_err(crate::Error::from)? {
-        return Err(invalid());
-    }
+    // A disabled account's sessions were revoked when it was disabled; this also covers a login
+    // that raced the disable.
+    let user = s.store.enabled_user(row.user_id).await.map_err(crate::Error::from)?.ok_or_else(invalid)?;
     let (access, exp) = access_token(s, user.id, row.session_id)?;
     let new = new_refresh_token()?;
     let new_exp = Timestamp::now().0 + s.limits.refresh_ttl * 1000;
@@ -276,8 +276,18 @@ pub async fn logout(s: &AppState, token: &str) -> ApiResult<()> {
 pub async fn revoke(s: &AppState, sid: Uuid) -> ApiResult<()> {
     if let Some(access_exp) = s.store.revoke_session(sid).await.map_err(crate::Error::from)? {
         s.verifier.revoke(sid, access_exp);
-        // Other services also poll /internal/v1/revoked-sessions, so a failed publish is delayed, not lost.
-        crate::operator::announce_revocation(&s.bus, sid, access_exp).await;
+        announce_revocation(&s.bus, sid, access_exp).await;
     }
     Ok(())
+}
+
+/// Publishes a session's revocation (verifiers refuse its tokens; edges close its sockets with 4001).
+/// A failed publish is delayed, not lost: the other services also poll /internal/v1/revoked-sessions.
+pub async fn announce_revocation(bus: &chat_bus::Bus, sid: Uuid, until: i64) {
+    let mut h = EventHeader::new(EventKind::SessionRevoked);
+    h.session_id = Some(sid);
+    h.until = Some(until);
+    if let Err(e) = bus.publish(topics::SESSIONS_REVOKED, Envelope::encode(&h, "{}")).await {
+        tracing::warn!(error = %e, "could not publish session revocation");
+    }
 }

@@ -8,7 +8,7 @@
 use aws_lc_rs::aead::{AES_256_GCM, Aad, Nonce, RandomizedNonceKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use chat_common::config::{ConfigError, env_opt};
+use chat_common::config::ConfigError;
 use std::sync::Arc;
 
 pub const VAR: &str = "AUTH_KEY_ENCRYPTION_KEY";
@@ -31,26 +31,14 @@ fn bad(name: &'static str, reason: &str) -> ConfigError {
 
 impl KeyCipher {
     pub fn from_hex(name: &'static str, hex: &str) -> Result<KeyCipher, ConfigError> {
-        let hex = hex.trim();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
-            .then(|| (0..32).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect())
-            .flatten();
-        let bytes = bytes.ok_or_else(|| bad(name, "expected 64 hex characters (openssl rand -hex 32)"))?;
+        let bytes = chat_common::config::key32(name, hex)?;
         let key = RandomizedNonceKey::new(&AES_256_GCM, &bytes).map_err(|_| bad(name, "unusable key"))?;
         Ok(KeyCipher(Arc::new(key)))
     }
 
     /// From the environment; `None` when neither variable is set.
     pub fn from_env() -> Result<Option<KeyCipher>, ConfigError> {
-        if let Some(path) = env_opt(FILE_VAR) {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                name: FILE_VAR,
-                value: path.clone(),
-                reason: e.to_string(),
-            })?;
-            return KeyCipher::from_hex(FILE_VAR, text.lines().next().unwrap_or("")).map(Some);
-        }
-        env_opt(VAR).map(|v| KeyCipher::from_hex(VAR, &v)).transpose()
+        chat_common::config::secret(VAR, FILE_VAR)?.map(|(name, v)| KeyCipher::from_hex(name, &v)).transpose()
     }
 
     pub fn seal(&self, kid: &str, plain: &[u8]) -> Result<String, crate::Error> {

@@ -80,7 +80,7 @@ pub fn spawn_background(s: &AppState) {
                         revoked_seen = revoked_seen.max(at);
                         if !s.verifier.is_revoked(sid) && until >= chat_authn::now_secs() {
                             s.verifier.revoke(sid, until);
-                            operator::announce_revocation(&s.bus, sid, until).await;
+                            accounts::announce_revocation(&s.bus, sid, until).await;
                         }
                     }
                     // Rows stamped just before `now` by a slow transaction are read again next time.

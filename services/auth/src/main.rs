@@ -20,7 +20,6 @@ fn settings() -> Vec<Setting> {
 fn command(settings: &[Setting]) -> Command {
     let mut subcommands = vec![
         Command::new("migrate").about("Apply the database migrations and exit"),
-        chat_auth::operator::rotate_key_command(),
         Command::new("openapi").about("Print the OpenAPI document of the public routes"),
     ];
     subcommands.extend(chat_auth::operator::commands());
@@ -48,28 +47,16 @@ async fn main() -> ExitCode {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
     let _telemetry = chat_telemetry::init_tracing(NAME, chat_telemetry::LogFormat::from_env());
-    match sub.as_str() {
-        "migrate" => cli::finish(NAME, "migrate", chat_auth::migrate(&cfg.database).await.map(|()| "migrated")),
-        "rotate-key" => {
-            let retire = args.get_flag("retire-previous");
-            let rotated = chat_auth::rotate_key(&cfg.database, cfg.limits.key_cipher.as_ref(), retire).await;
-            cli::finish(NAME, "rotate-key", rotated.map(|kid| format!("new signing key: {kid}")))
-        }
-        "admin" | "users" => {
-            let bus =
-                match chat_bus::Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key).await {
-                    Ok(b) => b,
-                    Err(e) => return cli::finish::<String, _>(NAME, &sub, Err(e)),
-                };
-            chat_auth::operator::main(NAME, &cfg.database, &bus, &sub, &args).await
-        }
-        _ => {
-            cli::announce(NAME);
-            cli::finish(
-                NAME,
-                "serve",
-                chat_auth::run(cfg, chat_common::server::shutdown_signal()).await.map(|()| String::new()),
-            )
-        }
+    let limits = &cfg.limits;
+    let (bus_url, prefix) = (cfg.bus_url.as_deref(), cfg.bus_topic_prefix.as_str());
+    let (db, cipher, key) = (&cfg.database, limits.key_cipher.as_ref(), cfg.bus_key.clone());
+    if let Some(code) = chat_auth::operator::dispatch(NAME, &sub, &args, db, cipher, bus_url, prefix, key).await {
+        return code;
     }
+    if sub == "migrate" {
+        return cli::finish(NAME, "migrate", chat_auth::migrate(&cfg.database).await.map(|()| "migrated"));
+    }
+    cli::announce(NAME);
+    let served = chat_auth::run(cfg, chat_common::server::shutdown_signal()).await;
+    cli::finish(NAME, "serve", served.map(|()| ""))
 }

@@ -4,25 +4,21 @@
 use crate::store::Store;
 use chat_bus::Bus;
 use chat_protocol::Timestamp;
-use chat_protocol::bus::{Envelope, EventHeader, EventKind, topics};
 use clap::{ArgMatches, Command};
 use std::process::ExitCode;
 use uuid::Uuid;
 
-/// `rotate-key [--retire-previous]` (the auth binary and the all-in-one both offer it).
-pub fn rotate_key_command() -> Command {
-    Command::new("rotate-key").about("Make a new signing key the active one").arg(
-        clap::Arg::new("retire-previous")
-            .long("retire-previous")
-            .action(clap::ArgAction::SetTrue)
-            .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
-    )
-}
-
-/// The `admin` and `users` subcommands (the auth binary and the all-in-one both offer them).
+/// The subcommands `dispatch` runs: `rotate-key`, `admin …`, `users …` (the auth binary and the
+/// all-in-one both offer them).
 pub fn commands() -> Vec<Command> {
     let user = chat_common::cli::username_arg;
     vec![
+        Command::new("rotate-key").about("Make a new signing key the active one").arg(
+            clap::Arg::new("retire-previous")
+                .long("retire-previous")
+                .action(clap::ArgAction::SetTrue)
+                .help("withdraw the previous keys at once (a leaked key): their tokens stop verifying"),
+        ),
         Command::new("admin")
             .about("Grant or withdraw operator rights")
             .subcommand_required(true)
@@ -118,40 +114,48 @@ pub async fn run(store: &Store, bus: &Bus, group: &str, m: &ArgMatches) -> Resul
 async fn end_sessions(store: &Store, bus: &Bus, id: Uuid) -> Result<usize, CommandError> {
     let sessions = store.revoke_user_sessions(id).await?;
     for (sid, until) in &sessions {
-        announce_revocation(bus, *sid, *until).await;
+        crate::accounts::announce_revocation(bus, *sid, *until).await;
     }
     Ok(sessions.len())
 }
 
-/// Publishes a session's revocation. A failure only delays it: verifiers also poll revocations.
-pub async fn announce_revocation(bus: &Bus, sid: Uuid, until: i64) {
-    let mut h = EventHeader::new(EventKind::SessionRevoked);
-    h.session_id = Some(sid);
-    h.until = Some(until);
-    if let Err(e) = bus.publish(topics::SESSIONS_REVOKED, Envelope::encode(&h, "{}")).await {
-        tracing::warn!(error = %e, "could not publish session revocation");
-    }
-}
-
-/// Runs an operator command as a binary does: prints the outcome, or the reason with exit code 2
-/// (the operator's mistake) or 1.
-pub async fn main(binary: &str, db: &chat_db::DbConfig, bus: &Bus, group: &str, m: &ArgMatches) -> ExitCode {
-    let store = match crate::open_store(db).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{binary} {group}: {e}");
-            return ExitCode::FAILURE;
+/// The auth subcommands a binary offers (`rotate-key`, `admin …`, `users …`), run as the binary
+/// does: prints the outcome, or the reason with exit code 2 (the operator's mistake) or 1. `None`
+/// when `sub` is none of them.
+pub async fn dispatch(
+    binary: &str,
+    sub: &str,
+    args: &ArgMatches,
+    db: &chat_db::DbConfig,
+    cipher: Option<&crate::key_cipher::KeyCipher>,
+    bus_url: Option<&str>,
+    bus_topic_prefix: &str,
+    bus_key: Option<chat_bus::BusKey>,
+) -> Option<ExitCode> {
+    use chat_common::cli::finish;
+    let code = match sub {
+        "rotate-key" => {
+            let rotated = crate::rotate_key(db, cipher, args.get_flag("retire-previous")).await;
+            finish(binary, sub, rotated.map(|kid| format!("new signing key: {kid}")))
         }
+        "admin" | "users" => {
+            let opened = async {
+                let bus = Bus::connect_signed(bus_url, bus_topic_prefix, bus_key).await.map_err(|e| e.to_string())?;
+                let store = crate::open_store(db).await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((bus, store))
+            };
+            match opened.await {
+                Err(e) => finish::<String, _>(binary, sub, Err(e)),
+                Ok((bus, store)) => match run(&store, &bus, sub, args).await {
+                    Ok(Outcome(text)) => finish::<_, String>(binary, sub, Ok(text)),
+                    Err(CommandError::Usage(reason)) => {
+                        chat_common::cli::usage_error(&format!("{binary} {sub}"), reason)
+                    }
+                    Err(CommandError::Failed(reason)) => finish::<String, _>(binary, sub, Err(reason)),
+                },
+            }
+        }
+        _ => return None,
     };
-    match run(&store, bus, group, m).await {
-        Ok(Outcome(text)) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(CommandError::Usage(reason)) => chat_common::cli::usage_error(&format!("{binary} {group}"), reason),
-        Err(CommandError::Failed(reason)) => {
-            eprintln!("{binary} {group}: {reason}");
-            ExitCode::FAILURE
-        }
-    }
+    Some(code)
 }

@@ -182,6 +182,15 @@ impl Store {
         row.as_ref().map(user_from).transpose()
     }
 
+    /// A user whose account is switched on (`None` for a disabled one, as for an unknown id).
+    pub async fn enabled_user(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
+        let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1 AND disabled_at IS NULL"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
     /// Username prefix search in code-point order, served by the username index as a range scan.
     pub async fn search(&self, prefix: &str, limit: i64) -> Result<Vec<User>, sqlx::Error> {
         let rows = match upper_bound(prefix) {
@@ -413,25 +422,8 @@ impl Store {
         row.map(|r| r.try_get("password_hash")).transpose()
     }
 
-    /// True when the username is taken (checked before hashing a new password for it).
-    pub async fn username_taken(&self, username: &str) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query("SELECT 1 AS x FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.db.pool)
-            .await?
-            .is_some())
-    }
-
-    /// True when the account is switched off.
-    pub async fn is_disabled(&self, id: Uuid) -> Result<bool, sqlx::Error> {
-        let row = sqlx::query("SELECT disabled_at FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.db.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get::<Option<i64>, _>("disabled_at")).transpose()?.flatten().is_some())
-    }
-
-    /// A user's id by username (the operator commands).
+    /// A user's id by username (a taken name is found before hashing a password for it; the
+    /// operator commands).
     pub async fn user_id_by_name(&self, username: &str) -> Result<Option<Uuid>, sqlx::Error> {
         let row = sqlx::query("SELECT id FROM users WHERE username = $1")
             .bind(username)

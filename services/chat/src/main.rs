@@ -27,6 +27,8 @@ struct Config {
     bus_url: Option<String>,
     /// `PRESENCE_STORE_URL`: where presence is shared (default: the bus's broker).
     presence_store: Option<String>,
+    /// `PRESENCE_KEY_PREFIX`: presence's Redis key prefix.
+    presence_key_prefix: String,
     /// `BUS_TOPIC_PREFIX`: put before every bus topic (deployments sharing a broker).
     bus_topic_prefix: String,
     /// `BUS_SIGNING_KEY` (or `_FILE`): authenticates bus messages (required with Redis or NATS).
@@ -59,6 +61,7 @@ impl Config {
             },
             bus_url: env_opt("BUS_URL"),
             presence_store: chat_presence::store_url_from_env()?,
+            presence_key_prefix: env_or("PRESENCE_KEY_PREFIX", "chat:presence"),
             bus_topic_prefix: env_or("BUS_TOPIC_PREFIX", ""),
             bus_key: chat_common::config::bus_key()?,
             db_max_connections: env_parse("DATABASE_MAX_CONNECTIONS", 10)?,
@@ -129,7 +132,6 @@ fn settings() -> Vec<Setting> {
 fn command(settings: &[Setting]) -> Command {
     let mut subcommands = vec![
         Command::new("migrate").about("Apply the migrations of both stores and exit"),
-        chat_auth::operator::rotate_key_command(),
         Command::new("openapi").about("Print the OpenAPI document of the whole public API"),
         import::command(),
     ];
@@ -165,6 +167,13 @@ async fn main() -> ExitCode {
         return chat_common::ops::health_check(&cfg.admin_listen);
     }
     let _telemetry = chat_telemetry::init_tracing(NAME, chat_telemetry::LogFormat::from_env());
+    let (bus_url, prefix, key) = (cfg.bus_url.as_deref(), cfg.bus_topic_prefix.as_str(), cfg.bus_key.clone());
+    let cipher = cfg.auth.key_cipher.as_ref();
+    if let Some(code) =
+        chat_auth::operator::dispatch(NAME, &sub, &args, &cfg.db("auth"), cipher, bus_url, prefix, key).await
+    {
+        return code;
+    }
     match sub.as_str() {
         "import-django" => import_django(&cfg, &args).await,
         "migrate" => {
@@ -173,21 +182,6 @@ async fn main() -> ExitCode {
                 chat_message_store::migrate(&cfg.db("messages")).await.map_err(|e| e.to_string())
             };
             cli::finish(NAME, "migrate", migrated.await.map(|()| "migrated"))
-        }
-        "rotate-key" => {
-            let retire = args.get_flag("retire-previous");
-            let rotated = chat_auth::rotate_key(&cfg.db("auth"), cfg.auth.key_cipher.as_ref(), retire).await;
-            cli::finish(NAME, "rotate-key", rotated.map(|kid| format!("new signing key: {kid}")))
-        }
-        "admin" | "users" => {
-            let bus =
-                match chat_bus::Bus::connect_signed(cfg.bus_url.as_deref(), &cfg.bus_topic_prefix, cfg.bus_key.clone())
-                    .await
-                {
-                    Ok(b) => b,
-                    Err(e) => return cli::finish::<String, _>(NAME, &sub, Err(e)),
-                };
-            chat_auth::operator::main(NAME, &cfg.db("auth"), &bus, &sub, &args).await
         }
         _ => {
             cli::announce(NAME);
@@ -238,9 +232,7 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let presence_store = chat_presence::effective_store_url(cfg.presence_store.as_deref(), cfg.bus_url.as_deref());
-    let presence_backend =
-        chat_presence::Backend::connect(presence_store.as_deref(), &env_or("PRESENCE_KEY_PREFIX", "chat:presence"))
-            .await?;
+    let presence_backend = chat_presence::Backend::connect(presence_store.as_deref(), &cfg.presence_key_prefix).await?;
     let presence = chat_presence::build(presence_backend, bus.clone(), verifier.clone());
     let edge_id = format!("chat-{}", uuid::Uuid::now_v7());
     let edge = chat_ws_edge::build(

@@ -18,11 +18,7 @@ pub struct HttpDirectory {
 impl HttpDirectory {
     pub fn new(auth_url: &str, token: &chat_common::internal::InternalToken) -> Self {
         HttpDirectory {
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .default_headers(token.headers())
-                .build()
-                .expect("http client"),
+            http: chat_authn::internal_client(token, std::time::Duration::from_secs(5)).build().expect("http client"),
             url: format!("{}/internal/v1/users/lookup", auth_url.trim_end_matches('/')),
         }
     }

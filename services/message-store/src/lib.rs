@@ -16,7 +16,7 @@ pub use error::Error;
 
 use axum::Router;
 use axum::extract::FromRef;
-use chat_authn::{KeySource, Verifier};
+use chat_authn::Verifier;
 use chat_bus::Bus;
 use chat_common::ops::ReadyCheck;
 use chat_db::Db;
@@ -102,10 +102,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
-    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
-    chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
-    chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
+    let verifier = chat_authn::remote_verifier(&auth, &token, Some(&bus));
     let directory = Arc::new(directory::HttpDirectory::new(&auth, &token));
     let state = build(&cfg.database, cfg.group_commit, &cfg.limits, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);

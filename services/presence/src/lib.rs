@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use chat_authn::{AuthUser, KeySource, Verifier};
+use chat_authn::{AuthUser, Verifier};
 use chat_bus::Bus;
 use chat_common::config::{ConfigError, env_opt, env_or};
 use chat_common::ops::ReadyCheck;
@@ -81,11 +81,19 @@ impl Config {
     }
 }
 
+fn is_redis(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+fn is_memory(url: &str) -> bool {
+    url.starts_with("memory://")
+}
+
 /// `PRESENCE_STORE_URL`, checked: an unknown scheme is a configuration error, never memory.
 pub fn store_url_from_env() -> Result<Option<String>, ConfigError> {
     let url = env_opt("PRESENCE_STORE_URL");
     if let Some(u) = &url
-        && !["redis://", "rediss://", "memory://"].iter().any(|s| u.starts_with(s))
+        && !(is_redis(u) || is_memory(u))
     {
         return Err(ConfigError {
             name: "PRESENCE_STORE_URL",
@@ -100,7 +108,7 @@ pub fn store_url_from_env() -> Result<Option<String>, ConfigError> {
 /// and all-in-one instances sharing it share presence too), else memory. A NATS bus has no presence
 /// store of its own yet: set `PRESENCE_STORE_URL` to a Redis to run more than one instance.
 pub fn effective_store_url(store_url: Option<&str>, bus_url: Option<&str>) -> Option<String> {
-    store_url.or(bus_url.filter(|u| u.starts_with("redis://") || u.starts_with("rediss://"))).map(str::to_string)
+    store_url.or(bus_url.filter(|u| is_redis(u))).map(str::to_string)
 }
 
 /// Where presence state lives.
@@ -115,11 +123,11 @@ impl Backend {
     /// is an error.
     pub async fn connect(url: Option<&str>, prefix: &str) -> Result<Backend, String> {
         match url {
-            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+            Some(u) if is_redis(u) => {
                 Ok(Backend::Redis(redis_state::RedisPresence::connect(u, prefix).await.map_err(|e| e.to_string())?))
             }
             None => Ok(Backend::Memory(Arc::default())),
-            Some(u) if u.starts_with("memory://") => Ok(Backend::Memory(Arc::default())),
+            Some(u) if is_memory(u) => Ok(Backend::Memory(Arc::default())),
             Some(u) => Err(format!("unsupported presence store {}", chat_common::config::redact_url(u))),
         }
     }
@@ -235,11 +243,9 @@ pub fn internal_router(s: &AppState) -> Router {
 /// `GET /v1/presence` for the other services (the old WebSocket dialect on the edges).
 async fn internal_query(
     State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+    q: ApiQuery<HashMap<String, String>>,
 ) -> ApiResult<ApiJson<PresenceList>> {
-    let ids = parse_user_ids(q.get("user_ids").map(String::as_str).unwrap_or(""))?;
-    let presence = s.presence.query(&ids).await.map_err(ApiError::unavailable)?;
-    Ok(ApiJson(PresenceList { presence }))
+    lookup(&s, q).await
 }
 
 #[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
@@ -249,8 +255,13 @@ async fn internal_query(
 async fn query(
     State(s): State<AppState>,
     _who: AuthUser,
-    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+    q: ApiQuery<HashMap<String, String>>,
 ) -> ApiResult<ApiJson<PresenceList>> {
+    lookup(&s, q).await
+}
+
+/// The presence of the `user_ids` asked for, in that order (public and internal routes alike).
+async fn lookup(s: &AppState, ApiQuery(q): ApiQuery<HashMap<String, String>>) -> ApiResult<ApiJson<PresenceList>> {
     let ids = parse_user_ids(q.get("user_ids").map(String::as_str).unwrap_or(""))?;
     let presence = s.presence.query(&ids).await.map_err(ApiError::unavailable)?;
     Ok(ApiJson(PresenceList { presence }))
@@ -306,10 +317,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         .map_err(std::io::Error::other)?;
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
-    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
-    chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
-    chat_authn::spawn_revocation_listener(verifier.clone(), &bus);
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, std::time::Duration::from_secs(2));
+    let verifier = chat_authn::remote_verifier(&auth, &token, Some(&bus));
     let store_url = effective_store_url(cfg.store_url.as_deref(), cfg.bus_url.as_deref());
     let backend = Backend::connect(store_url.as_deref(), &cfg.key_prefix).await.map_err(std::io::Error::other)?;
     let s = build(backend.clone(), bus.clone(), verifier);

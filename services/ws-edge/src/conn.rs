@@ -172,9 +172,7 @@ async fn write_loop(
     };
     let Some(code) = code else { return };
     // The reader (and the hub) learn of a close the writer decided.
-    if signal.close(code) && code == close::SLOW_READER {
-        metrics::counter!("ws_slow_consumer_closes_total").increment(1);
-    }
+    signal.close(code);
     metrics::counter!("ws_closes_total", "code" => code.to_string()).increment(1);
     let reason = match code {
         close::GOING_AWAY_DRAIN => "server draining, reconnect and sync",

@@ -43,7 +43,8 @@ pub struct ConnSignal {
 }
 
 impl ConnSignal {
-    /// Requests a close; true for the first request (later ones keep the first code).
+    /// Requests a close; true for the first request (later ones keep the first code). A slow
+    /// reader's close (4009, whichever path decided it) is counted here, once per connection.
     pub fn close(&self, code: u16) -> bool {
         let mut c = self.close.lock().expect("signal lock");
         if c.is_some() {
@@ -52,6 +53,9 @@ impl ConnSignal {
         *c = Some(code);
         self.notify.notify_waiters();
         self.notify.notify_one();
+        if code == close::SLOW_READER {
+            metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+        }
         true
     }
     pub fn requested(&self) -> Option<u16> {
@@ -617,10 +621,8 @@ impl Hub {
         let State { conns, users, convs, .. } = &mut *st;
         let Some(conv) = convs.get_mut(&cid) else { return };
         for c in member_conns(conv, users) {
-            if let Some(c) = conns.get(&c)
-                && c.signal.close(close::SLOW_READER)
-            {
-                metrics::counter!("ws_slow_consumer_closes_total").increment(1);
+            if let Some(c) = conns.get(&c) {
+                c.signal.close(close::SLOW_READER);
             }
         }
         if let Some((&last, _)) = conv.pending.last_key_value() {
@@ -834,9 +836,7 @@ fn deliver_in_order(
                     if held.len() >= c.queue.capacity() {
                         held.clear();
                         held.shrink_to_fit();
-                        if c.signal.close(close::SLOW_READER) {
-                            metrics::counter!("ws_slow_consumer_closes_total").increment(1);
-                        }
+                        c.signal.close(close::SLOW_READER);
                     } else {
                         held.push((cid, seq, frame.clone()));
                     }
@@ -868,9 +868,7 @@ fn push(c: &ConnEntry, frame: Utf8Bytes, essential: bool) {
         Err(Rejected::Full(_)) => {
             if essential {
                 // Counted once per connection, however many frames find its queue full meanwhile.
-                if c.signal.close(close::SLOW_READER) {
-                    metrics::counter!("ws_slow_consumer_closes_total").increment(1);
-                }
+                c.signal.close(close::SLOW_READER);
             } else {
                 metrics::counter!("ws_frames_dropped_total").increment(1);
             }

@@ -50,11 +50,7 @@ pub struct HttpLegacyDirectory {
 impl HttpLegacyDirectory {
     pub fn new(store: &str, auth: &str, presence: &str, token: &chat_common::internal::InternalToken) -> Self {
         let trim = |s: &str| s.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .default_headers(token.headers())
-            .build()
-            .expect("http client");
+        let http = chat_authn::internal_client(token, Duration::from_secs(10)).build().expect("http client");
         HttpLegacyDirectory { http, store: trim(store), auth: trim(auth), presence: trim(presence) }
     }
 }
@@ -260,9 +256,7 @@ async fn session(
     }
     if !ok {
         // A write stalled or failed: nothing more can be written; the reader is a slow one.
-        if reg.signal.close(close::SLOW_READER) {
-            metrics::counter!("ws_slow_consumer_closes_total").increment(1);
-        }
+        reg.signal.close(close::SLOW_READER);
     } else if let Some((code, reason)) = close {
         let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
         let _ = send_bounded(&mut sink, frame, Duration::from_secs(2)).await;

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chat_authn::{KeySource, Verifier};
+use chat_authn::Verifier;
 use chat_bus::Bus;
 use chat_common::ApiError;
 use chat_common::ops::ReadyCheck;
@@ -168,9 +168,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
         .map_err(std::io::Error::other)?;
     let token = chat_common::internal::InternalToken::required(&cfg.internal_token).map_err(std::io::Error::other)?;
     let auth = cfg.auth_url.trim_end_matches('/').to_string();
-    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
-    chat_authn::spawn_key_refresher(verifier.clone(), chat_authn::jwks_refresh_from_env());
-    chat_authn::spawn_revocation_poller(verifier.clone(), &auth, &token, Duration::from_secs(2));
+    // Revocations from the bus are the hub's (it closes the sockets as it applies them).
+    let verifier = chat_authn::remote_verifier(&auth, &token, None);
     let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url, &token));
     let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url, &token));
     let edge = build(&cfg.edge_id, cfg.limits.clone(), bus.clone(), verifier, store, presence).await;

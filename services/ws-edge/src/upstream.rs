@@ -46,12 +46,7 @@ pub struct PresenceReport {
 
 /// An HTTP client of the internal API: every request carries the service credential.
 fn client(token: &chat_common::internal::InternalToken) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(64)
-        .default_headers(token.headers())
-        .build()
-        .expect("http client")
+    chat_authn::internal_client(token, Duration::from_secs(10)).pool_max_idle_per_host(64).build().expect("http client")
 }
 
 /// Turns a non-2xx answer into the same problem the service gave.

@@ -77,11 +77,7 @@ pub struct Verifier {
 /// The longest access-token lifetime accepted: `CHAT_ACCESS_TOKEN_TTL` (default 900 s, the same
 /// variable auth issues with) plus a minute for clock differences.
 pub fn max_token_lifetime_from_env() -> i64 {
-    chat_common::config::env_opt("CHAT_ACCESS_TOKEN_TTL")
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(900)
-        .max(1)
-        + 60
+    chat_common::config::env_parse("CHAT_ACCESS_TOKEN_TTL", 900i64).unwrap_or(900).max(1) + 60
 }
 
 impl Verifier {
@@ -223,9 +219,7 @@ pub fn spawn_key_refresher(verifier: Arc<Verifier>, every: Duration) {
 
 /// `CHAT_JWKS_REFRESH_SECS` (default 60).
 pub fn jwks_refresh_from_env() -> Duration {
-    let secs =
-        chat_common::config::env_opt("CHAT_JWKS_REFRESH_SECS").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(60);
-    Duration::from_secs(secs.max(1))
+    Duration::from_secs(chat_common::config::env_parse("CHAT_JWKS_REFRESH_SECS", 60u64).unwrap_or(60).max(1))
 }
 
 /// The authenticated caller of a REST route. Handlers take this and never parse tokens themselves.
@@ -258,6 +252,30 @@ where
     }
 }
 
+/// An HTTP client of another service's internal listener: every request carries the service
+/// credential, and none waits longer than `timeout`.
+pub fn internal_client(token: &chat_common::internal::InternalToken, timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(timeout).default_headers(token.headers())
+}
+
+/// The verifier of a service other than auth: keys from auth's JWKS (re-read every
+/// `CHAT_JWKS_REFRESH_SECS`), revocations polled from auth every 2 s and, given the `bus`, also
+/// applied the moment they are published.
+pub fn remote_verifier(
+    auth_base: &str,
+    token: &chat_common::internal::InternalToken,
+    bus: Option<&chat_bus::Bus>,
+) -> Arc<Verifier> {
+    let auth = auth_base.trim_end_matches('/');
+    let verifier = Verifier::new(KeySource::Url(format!("{auth}/.well-known/jwks.json")));
+    spawn_key_refresher(verifier.clone(), jwks_refresh_from_env());
+    if let Some(bus) = bus {
+        spawn_revocation_listener(verifier.clone(), bus);
+    }
+    spawn_revocation_poller(verifier.clone(), auth, token, Duration::from_secs(2));
+    verifier
+}
+
 /// The backup path for revocations: polls auth's `/internal/v1/revoked-sessions` every `every`, so a
 /// revocation published while the bus was down (or before this service started) still takes effect.
 pub fn spawn_revocation_poller(
@@ -267,11 +285,7 @@ pub fn spawn_revocation_poller(
     every: Duration,
 ) {
     let url = format!("{}/internal/v1/revoked-sessions", auth_base.trim_end_matches('/'));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .default_headers(token.headers())
-        .build()
-        .unwrap_or_else(|_| verifier.http.clone());
+    let http = internal_client(token, Duration::from_secs(3)).build().unwrap_or_else(|_| verifier.http.clone());
     tokio::spawn(async move {
         #[derive(Deserialize)]
         struct Entry {

@@ -74,6 +74,15 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// What a subscriber passes on: with a key, the payload of a message sealed for `topic` (anything
+/// else is dropped and counted by `BusKey::open`); without one, the message as it came.
+pub(crate) fn unseal(key: Option<&BusKey>, topic: &str, payload: Bytes) -> Option<Bytes> {
+    match key {
+        Some(k) => k.open(topic, payload),
+        None => Some(payload),
+    }
+}
+
 /// A delay between half and all of `d`, so reconnecting clients spread out instead of retrying in step.
 pub(crate) fn jitter(d: Duration) -> Duration {
     use std::hash::{BuildHasher, Hasher};

@@ -123,12 +123,9 @@ async fn run(
                                 let h = tokio::spawn(async move {
                                     while let Some(m) = s.next().await {
                                         metrics::counter!("bus_received_total").increment(1);
-                                        let payload = match &key {
-                                            Some(k) => match k.open(&topic, m.payload) {
-                                                Some(p) => p,
-                                                None => continue,
-                                            },
-                                            None => m.payload,
+                                        let Some(payload) = crate::unseal(key.as_deref(), &topic, m.payload)
+                                        else {
+                                            continue;
                                         };
                                         let d = Delivery::Message { topic: topic.clone(), payload };
                                         if out.send(d).await.is_err() {

@@ -196,13 +196,7 @@ async fn run_subscriber(
                     let topic: Arc<str> = Arc::from(m.get_channel_name());
                     let payload = Bytes::copy_from_slice(m.get_payload_bytes());
                     metrics::counter!("bus_received_total").increment(1);
-                    let payload = match &key {
-                        Some(k) => match k.open(&topic, payload) {
-                            Some(p) => p,
-                            None => continue,
-                        },
-                        None => payload,
-                    };
+                    let Some(payload) = crate::unseal(key.as_deref(), &topic, payload) else { continue };
                     if out.send(Delivery::Message { topic, payload }).await.is_err() {
                         return;
                     }

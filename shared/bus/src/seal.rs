@@ -32,31 +32,13 @@ fn now_ms() -> u64 {
 }
 
 impl BusKey {
-    /// From 64 hex characters (32 bytes; `openssl rand -hex 32`).
-    pub fn from_hex(hex: &str) -> Option<BusKey> {
-        let hex = hex.trim();
-        if hex.len() != 64 {
-            return None;
-        }
-        let bytes: Option<Vec<u8>> = (0..32).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
-        Some(BusKey(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &bytes?)))
+    pub fn from_bytes(key: &[u8; 32]) -> BusKey {
+        BusKey(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key))
     }
 
-    /// `BUS_SIGNING_KEY`, or the first line of the file `BUS_SIGNING_KEY_FILE` names; `Ok(None)` when
-    /// neither is set. The error names the variable.
-    pub fn from_env() -> Result<Option<BusKey>, String> {
-        let var = chat_settings::var;
-        let (name, value) = if let Some(path) = var(KEY_FILE_VAR) {
-            let text = std::fs::read_to_string(&path).map_err(|e| format!("{KEY_FILE_VAR} ({path}): {e}"))?;
-            (KEY_FILE_VAR, text.lines().next().unwrap_or("").to_string())
-        } else if let Some(v) = var(KEY_VAR) {
-            (KEY_VAR, v)
-        } else {
-            return Ok(None);
-        };
-        BusKey::from_hex(&value)
-            .map(Some)
-            .ok_or_else(|| format!("invalid value for {name}: expected 64 hex characters (openssl rand -hex 32)"))
+    /// From 64 hex characters (32 bytes; `openssl rand -hex 32`).
+    pub fn from_hex(hex: &str) -> Option<BusKey> {
+        chat_settings::hex32(hex).map(|k| BusKey::from_bytes(&k))
     }
 
     fn tag(&self, topic: &str, at: &[u8], payload: &[u8]) -> aws_lc_rs::hmac::Tag {
@@ -88,12 +70,7 @@ impl BusKey {
             let at = &sealed[4..12];
             let sent = u64::from_be_bytes(at.try_into().unwrap_or([0; 8]));
             let skew = now_ms().abs_diff(sent);
-            let mut ctx = aws_lc_rs::hmac::Context::with_key(&self.0);
-            ctx.update(&(topic.len() as u32).to_be_bytes());
-            ctx.update(topic.as_bytes());
-            ctx.update(at);
-            ctx.update(&sealed[HEAD..]);
-            let expected = ctx.sign();
+            let expected = self.tag(topic, at, &sealed[HEAD..]);
             let good = aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_ref(), &sealed[12..HEAD]).is_ok();
             (good, skew <= MAX_SKEW.as_millis() as u64)
         });

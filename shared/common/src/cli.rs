@@ -183,7 +183,7 @@ pub fn render_config(settings: &[Setting]) -> String {
             (Some(v), Show::Url) => crate::config::redact_url(&v),
             (Some(v), Show::Plain) => v,
         };
-        out.push_str(&format!("{}={value}  # {}\n", s.env, chat_settings::source(s.env)));
+        out.push_str(&format!("{}={value}  # {}\n", s.env, chat_settings::source(s.env).as_str()));
     }
     out
 }

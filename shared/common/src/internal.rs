@@ -6,7 +6,7 @@
 //! too, without the credential, so a verifier needs no second URL.
 
 use crate::ApiError;
-use crate::config::{ConfigError, env_opt};
+use crate::config::{ConfigError, secret};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -46,33 +46,19 @@ impl InternalToken {
     /// `CHAT_INTERNAL_TOKEN`, or the first line of the file `CHAT_INTERNAL_TOKEN_FILE` names (a
     /// mounted Secret). Required: a service never serves or calls the internal API without it.
     pub fn from_env() -> Result<InternalToken, ConfigError> {
-        if let Some(path) = env_opt(TOKEN_FILE_VAR) {
-            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-                name: TOKEN_FILE_VAR,
-                value: path.clone(),
-                reason: e.to_string(),
-            })?;
-            return InternalToken::new(text.lines().next().unwrap_or(""));
-        }
-        match env_opt(TOKEN_VAR) {
-            Some(v) => InternalToken::new(&v),
-            None => Err(ConfigError {
-                name: TOKEN_VAR,
-                value: String::new(),
-                reason: format!(
-                    "required: the shared credential of the internal API (or {TOKEN_FILE_VAR} naming a file with it)"
-                ),
-            }),
-        }
+        InternalToken::from_env_optional()?.ok_or_else(|| ConfigError {
+            name: TOKEN_VAR,
+            value: String::new(),
+            reason: format!(
+                "required: the shared credential of the internal API (or {TOKEN_FILE_VAR} naming a file with it)"
+            ),
+        })
     }
 
     /// Like `from_env`, but unset is `None` (subcommands such as `migrate` need no credential); a
     /// set but unusable value is still an error.
     pub fn from_env_optional() -> Result<Option<InternalToken>, ConfigError> {
-        if env_opt(TOKEN_FILE_VAR).is_none() && env_opt(TOKEN_VAR).is_none() {
-            return Ok(None);
-        }
-        InternalToken::from_env().map(Some)
+        secret(TOKEN_VAR, TOKEN_FILE_VAR)?.map(|(_, v)| InternalToken::new(&v)).transpose()
     }
 
     /// The credential a serving process needs, or the error naming the variable.

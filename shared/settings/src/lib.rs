@@ -37,16 +37,60 @@ pub fn var(name: &str) -> Option<String> {
     layers.and_then(|l| l.defaults.get(name)).filter(|v| present(v)).cloned()
 }
 
-/// Where `name`'s value came from, for `config` output.
-pub fn source(name: &str) -> &'static str {
+/// Where a setting's value came from (`config` output; a flag-given OTLP endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    Default,
+    Unset,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Flag => "flag",
+            Source::Env => "env",
+            Source::Default => "default",
+            Source::Unset => "unset",
+        }
+    }
+}
+
+/// Where `name`'s value came from.
+pub fn source(name: &str) -> Source {
     let layers = LAYERS.get();
     if layers.is_some_and(|l| l.given.contains_key(name)) {
-        "flag"
+        Source::Flag
     } else if std::env::var(name).is_ok_and(|v| present(&v)) {
-        "env"
+        Source::Env
     } else if layers.is_some_and(|l| l.defaults.get(name).is_some_and(|v| present(v))) {
-        "default"
+        Source::Default
     } else {
-        "unset"
+        Source::Unset
+    }
+}
+
+/// 32 bytes from 64 hex characters (`openssl rand -hex 32`): the form of every key setting.
+pub fn hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_keys() {
+        assert_eq!(super::hex32(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(super::hex32(&"ab".repeat(31)), None);
+        assert_eq!(super::hex32(&"zz".repeat(32)), None);
+        assert_eq!(super::hex32(&"é".repeat(32)), None, "non-ASCII never panics");
     }
 }

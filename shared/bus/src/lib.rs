@@ -10,6 +10,7 @@ mod nats_bus;
 mod redis_bus;
 pub mod seal;
 
+pub use nats_bus::client as nats_client;
 pub use seal::BusKey;
 
 use bytes::Bytes;

@@ -166,6 +166,17 @@ async fn run(
     }
 }
 
+/// A plain NATS client for other uses of the bus's broker (presence keeps its state in JetStream
+/// there): the same URL forms and credentials as the bus, reconnecting, first connect bounded.
+pub async fn client(url: &str) -> Result<async_nats::Client, BusError> {
+    let (url, options) = options_for(url);
+    options
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url.as_str())
+        .await
+        .map_err(|e| BusError::Unavailable(e.to_string()))
+}
+
 /// The URL without credentials and client options carrying them.
 fn options_for(url: &str) -> (String, async_nats::ConnectOptions) {
     let (url, auth) = split_credentials(url);

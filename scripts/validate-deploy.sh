@@ -67,6 +67,16 @@ import json
 d = json.load(open("deploy/grafana/dashboards/chat.json"))
 assert d["panels"] and all(p["targets"] for p in d["panels"]), "every panel has a query"
 print(f"grafana dashboard: {len(d['panels'])} panels")
+
+# Every alert links its runbook, and the runbook section exists (GitHub-style heading anchors).
+import re
+alerts = re.findall(r"- alert: (\w+)", open("deploy/prometheus/alerts.yml").read())
+urls = re.findall(r'runbook_url: "[^"#]*docs/operations.md#([\w-]+)"', open("deploy/prometheus/alerts.yml").read())
+anchors = {h.strip().lower().replace(" ", "-") for h in re.findall(r"^#+ (.+)$", open("docs/operations.md").read(), re.M)}
+assert len(urls) == len(alerts), f"{len(alerts)} alerts, {len(urls)} runbook_url annotations"
+missing = [u for u in urls if u not in anchors]
+assert not missing, f"runbook sections missing from docs/operations.md: {missing}"
+print(f"alerts: {len(alerts)}, each with its runbook section")
 PY
 
 log "shell and YAML"

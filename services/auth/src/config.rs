@@ -120,6 +120,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     Setting::new("DATABASE_SCHEMA", "", "PostgreSQL schema (created if missing)"),
     Setting::new("DATABASE_MAX_CONNECTIONS", "10", "pool size"),
+    Setting::new("MIGRATE_ON_START", "true", "apply migrations at start (false: only check they were applied)"),
 ];
 
 /// Token lifetimes, throttling and key handling: shared with the all-in-one binary.

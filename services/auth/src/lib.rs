@@ -46,7 +46,7 @@ impl FromRef<AppState> for Arc<Verifier> {
 
 /// Connects the database, migrates, loads (or creates) the signing key.
 pub async fn build(db: chat_db::DbConfig, limits: Limits, bus: Bus) -> Result<AppState, Error> {
-    let db = Db::connect_and_migrate(&db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let db = Db::connect_for_serving(&db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     db.spawn_pool_metrics("auth");
     let store = store::Store::new(db);
     require_cipher(&store, &limits.key_cipher)?;

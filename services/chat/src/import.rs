@@ -23,14 +23,31 @@ pub fn command() -> clap::Command {
                 .value_name("DATABASE_URL")
                 .help("postgres://… or sqlite://… of the Django backend"),
         )
+        .arg(
+            clap::Arg::new("dry-run")
+                .long("dry-run")
+                .action(clap::ArgAction::SetTrue)
+                .help("read and check every row, report what an import into empty databases would do; write nothing"),
+        )
+        .arg(
+            clap::Arg::new("json")
+                .long("json")
+                .action(clap::ArgAction::SetTrue)
+                .help("print the report as JSON (stdout) instead of text"),
+        )
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const BATCH: usize = 500;
+/// Messages read from the source per query: history is streamed, never a whole conversation at once.
+const PAGE: i64 = 1000;
+/// Rows listed by id in the report when they cannot be read (all are counted).
+const LISTED: usize = 100;
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize)]
 pub struct Report {
+    pub dry_run: bool,
     pub users_imported: u64,
     pub users_renamed: Vec<(String, String)>,
     pub users_existing: u64,
@@ -41,14 +58,38 @@ pub struct Report {
     pub messages_imported: u64,
     pub messages_existing: u64,
     pub messages_orphaned: u64,
+    /// Rows with a value that cannot be read (a timestamp that is not one): counted, the first
+    /// `LISTED` listed. Such messages are skipped (their place in the history is unknown); such users
+    /// are imported with the import's time as their join date, and listed here.
+    pub unparseable_count: u64,
+    pub unparseable: Vec<Unparseable>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Unparseable {
+    pub table: &'static str,
+    pub id: i64,
+    pub column: &'static str,
+    pub value: String,
+}
+
+impl Report {
+    fn unparseable(&mut self, table: &'static str, id: i64, column: &'static str, value: Option<String>) {
+        self.unparseable_count += 1;
+        if self.unparseable.len() < LISTED {
+            self.unparseable.push(Unparseable { table, id, column, value: value.unwrap_or_else(|| "NULL".into()) });
+        }
+    }
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "import report")?;
+        let (verb, done) =
+            if self.dry_run { ("would be imported", "dry run: nothing written") } else { ("imported", "") };
+        writeln!(f, "import report{}", if done.is_empty() { String::new() } else { format!(" ({done})") })?;
         writeln!(
             f,
-            "  users:         {} imported ({} renamed), {} already imported",
+            "  users:         {} {verb} ({} renamed), {} already imported",
             self.users_imported,
             self.users_renamed.len(),
             self.users_existing
@@ -63,51 +104,95 @@ impl std::fmt::Display for Report {
         )?;
         write!(
             f,
-            "  messages:      {} imported, {} already imported, {} skipped (sender or conversation not imported)",
+            "  messages:      {} {verb}, {} already imported, {} skipped (sender or conversation not imported)",
             self.messages_imported, self.messages_existing, self.messages_orphaned
-        )
+        )?;
+        if self.unparseable_count > 0 {
+            write!(
+                f,
+                "\n  unparseable:   {} rows (messages skipped; users imported with the import time as join date)",
+                self.unparseable_count
+            )?;
+            for u in &self.unparseable {
+                write!(f, "\n    {} id {}: {} = {:?}", u.table, u.id, u.column, u.value)?;
+            }
+            if self.unparseable.len() < self.unparseable_count as usize {
+                write!(f, "\n    … and {} more", self.unparseable_count as usize - self.unparseable.len())?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// A one-line progress bar on stderr, redrawn at most ten times a second.
+/// Progress on stderr: on a terminal a bar redrawn at most ten times a second; otherwise (a log, a
+/// pipe, CI) a plain line every 5 s. Both with the rate and the time left.
 struct Progress {
     label: &'static str,
     total: u64,
     done: u64,
+    started: Instant,
     drawn: Instant,
+    tty: bool,
 }
 
 impl Progress {
     fn new(label: &'static str, total: u64) -> Self {
-        let p = Progress { label, total, done: 0, drawn: Instant::now() - Duration::from_secs(1) };
+        use std::io::IsTerminal;
+        let now = Instant::now();
+        let p = Progress { label, total, done: 0, started: now, drawn: now, tty: std::io::stderr().is_terminal() };
         p.draw();
         p
     }
+
     fn add(&mut self, n: u64) {
         self.done += n;
-        if self.drawn.elapsed() >= Duration::from_millis(100) {
+        let every = if self.tty { Duration::from_millis(100) } else { Duration::from_secs(5) };
+        if self.drawn.elapsed() >= every {
             self.draw();
             self.drawn = Instant::now();
         }
     }
+
+    /// `1234/s, 0:42 left` (or nothing before there is a rate).
+    fn pace(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64();
+        if self.done == 0 || secs < 0.05 {
+            return String::new();
+        }
+        let rate = self.done as f64 / secs;
+        let left = (self.total.saturating_sub(self.done) as f64 / rate).round() as u64;
+        format!(", {rate:.0}/s, {}:{:02} left", left / 60, left % 60)
+    }
+
     fn draw(&self) {
-        let width = 30;
-        let filled = if self.total == 0 { width } else { (self.done * width / self.total.max(1)).min(width) } as usize;
         let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{:<14} [{}{}] {}/{}",
-            self.label,
-            "#".repeat(filled),
-            ".".repeat(width as usize - filled),
-            self.done,
-            self.total
-        );
+        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100).min(100);
+        if self.tty {
+            let width = 30u64;
+            let filled = (pct * width / 100) as usize;
+            let _ = write!(
+                err,
+                "\r{:<14} [{}{}] {}/{} {pct}%{}\x1b[K",
+                self.label,
+                "#".repeat(filled),
+                ".".repeat(width as usize - filled),
+                self.done,
+                self.total,
+                self.pace()
+            );
+        } else {
+            let _ = writeln!(err, "{}: {}/{} ({pct}%){}", self.label, self.done, self.total, self.pace());
+        }
         let _ = err.flush();
     }
+
     fn finish(self) {
-        self.draw();
-        eprintln!();
+        let secs = self.started.elapsed().as_secs_f64();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = writeln!(err, "{}: {} done in {secs:.1} s", self.label, self.done);
     }
 }
 
@@ -149,21 +234,30 @@ pub fn parse_django_time(s: &str) -> Option<i64> {
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60) * 1000) + millis)
 }
 
-fn time_or_now(s: Option<String>) -> i64 {
-    s.as_deref().and_then(parse_django_time).unwrap_or_else(|| Timestamp::now().0)
+/// Where the import writes and what it is asked to do.
+pub struct Options {
+    pub dry_run: bool,
 }
 
-pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Result<Report, BoxError> {
+pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig, opts: &Options) -> Result<Report, BoxError> {
     sqlx::any::install_default_drivers();
     let src = AnyPoolOptions::new().max_connections(2).connect(source).await?;
-    let auth = chat_auth::open_store(auth_db).await?;
-    let store = chat_message_store::open_store(store_db).await?;
-    let mut report = Report::default();
+    let postgres = source.starts_with("postgres");
+    // A dry run opens no target (opening one migrates it): it reports against empty databases.
+    let (auth, store) = if opts.dry_run {
+        (None, None)
+    } else {
+        (Some(chat_auth::open_store(auth_db).await?), Some(chat_message_store::open_store(store_db).await?))
+    };
+    let mut report = Report { dry_run: opts.dry_run, ..Report::default() };
 
     // Users, in id order, a page at a time.
     let total: i64 =
         sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM auth_user").fetch_one(&src).await?.try_get("n")?;
-    let mut users = auth.legacy_user_map().await?;
+    let mut users = match &auth {
+        Some(a) => a.legacy_user_map().await?,
+        None => HashMap::new(),
+    };
     let mut names: HashMap<i64, String> = HashMap::new();
     let mut bar = Progress::new("users", total as u64);
     let mut after = i64::MIN;
@@ -181,17 +275,31 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
             break;
         }
         for r in &rows {
+            let id: i64 = r.try_get("id")?;
+            let joined: Option<String> = r.try_get("date_joined")?;
+            let date_joined = match joined.as_deref().and_then(parse_django_time) {
+                Some(t) => t,
+                None => {
+                    report.unparseable("auth_user", id, "date_joined", joined);
+                    Timestamp::now().0
+                }
+            };
             let u = DjangoUser {
-                id: r.try_get("id")?,
+                id,
                 username: r.try_get("username")?,
                 password: r.try_get("password")?,
                 first_name: r.try_get::<Option<String>, _>("first_name")?.unwrap_or_default(),
                 last_name: r.try_get::<Option<String>, _>("last_name")?.unwrap_or_default(),
-                date_joined: Timestamp(time_or_now(r.try_get("date_joined")?)),
+                date_joined: Timestamp(date_joined),
                 is_active: r.try_get::<i64, _>("active")? != 0,
             };
             after = u.id;
-            match chat_auth::legacy::import_user(&auth, &users, &u).await? {
+            let imported = match &auth {
+                Some(a) => chat_auth::legacy::import_user(a, &users, &u).await?,
+                None if users.contains_key(&u.id) => Imported::Existing(users[&u.id]),
+                None => Imported::New { id: Uuid::nil(), username: u.username.to_ascii_lowercase(), renamed: false },
+            };
+            match imported {
                 Imported::New { id, username, renamed } => {
                     report.users_imported += 1;
                     if renamed {
@@ -234,9 +342,17 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
     .fetch_all(&src)
     .await?
     {
-        first_message.insert(r.try_get("c")?, time_or_now(r.try_get("t")?));
+        let t: Option<String> = r.try_get("t")?;
+        if let Some(t) = t.as_deref().and_then(parse_django_time) {
+            first_message.insert(r.try_get("c")?, t);
+        }
     }
-    let mut convs = store.legacy_conversation_map().await?;
+    let mut convs = match &store {
+        Some(st) => st.legacy_conversation_map().await?,
+        None => HashMap::new(),
+    };
+    // Dry run: the direct conversations a pair already has (merged, as the store would).
+    let mut pairs: HashMap<(Uuid, Uuid), Uuid> = HashMap::new();
     let mut bar = Progress::new("conversations", participants.len() as u64);
     for (old, people) in &participants {
         bar.add(1);
@@ -252,7 +368,7 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
             t.chars().take(128).collect::<String>()
         });
         // Django's many-to-many has no roles: the earliest account owns a group.
-        let members = members
+        let member_roles = members
             .iter()
             .enumerate()
             .map(|(i, u)| (*u, if i == 0 && kind == ConversationKind::Group { Role::Owner } else { Role::Member }))
@@ -261,10 +377,28 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
             legacy_id: *old,
             kind,
             title,
-            members,
+            members: member_roles,
             created_at: first_message.get(old).copied().unwrap_or_else(|| Timestamp::now().0),
         };
-        let (cid, created) = store.import_conversation(&c).await?;
+        let (cid, created) = match &store {
+            Some(st) => st.import_conversation(&c).await?,
+            None if kind == ConversationKind::Direct => {
+                // Users new in a dry run share the nil id: tell pairs apart by their old ids.
+                let key =
+                    |p: i64| users.get(&p).filter(|u| !u.is_nil()).copied().unwrap_or(Uuid::from_u64_pair(0, p as u64));
+                let (a, b) = (key(people[0]), key(people[1]));
+                let pair = if a < b { (a, b) } else { (b, a) };
+                match pairs.get(&pair) {
+                    Some(cid) => (*cid, false),
+                    None => {
+                        let cid = Uuid::from_u64_pair(1, *old as u64);
+                        pairs.insert(pair, cid);
+                        (cid, true)
+                    }
+                }
+            }
+            None => (Uuid::from_u64_pair(1, *old as u64), true),
+        };
         match (created, kind) {
             (false, _) => report.conversations_merged += 1,
             (true, ConversationKind::Direct) => report.conversations_direct += 1,
@@ -275,7 +409,8 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
     bar.finish();
 
     // Messages, per new conversation, in (timestamp, id) order across every old conversation mapped
-    // onto it. Only the ones not imported before get seqs, after those that were (resumable).
+    // onto it, read a page at a time. Only the ones not imported before get seqs, after those that
+    // were (resumable).
     let total: i64 =
         sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM chatapp_message").fetch_one(&src).await?.try_get("n")?;
     let mut by_new: BTreeMap<Uuid, Vec<i64>> = BTreeMap::new();
@@ -284,49 +419,80 @@ pub async fn run(source: &str, auth_db: &DbConfig, store_db: &DbConfig) -> Resul
             by_new.entry(*new).or_default().push(*old);
         }
     }
+    // The cursor's timestamp is compared as the column's own type (PostgreSQL does not compare a
+    // timestamp with text); SQLite keeps Django's fixed-width text, which sorts as time.
+    let after_ts = if postgres { "CAST($2 AS timestamp with time zone)" } else { "$2" };
     let mut bar = Progress::new("messages", total as u64);
     for (cid, olds) in &by_new {
-        let done = store.imported_messages(*cid).await?;
-        let placeholders: Vec<String> = (1..=olds.len()).map(|i| format!("${i}")).collect();
+        let done = match &store {
+            Some(st) => st.imported_messages(*cid).await?,
+            None => Default::default(),
+        };
+        let placeholders: Vec<String> = (0..olds.len()).map(|i| format!("${}", i + 4)).collect();
         let sql = format!(
             "SELECT CAST(id AS BIGINT) AS id, CAST(sender_id AS BIGINT) AS s, content, CAST(timestamp AS TEXT) AS t \
-             FROM chatapp_message WHERE conversation_id IN ({}) ORDER BY timestamp, id",
+             FROM chatapp_message WHERE conversation_id IN ({}) \
+             AND ($1 = 0 OR timestamp > {after_ts} OR (timestamp = {after_ts} AND id > $3)) \
+             ORDER BY timestamp, id LIMIT {PAGE}",
             placeholders.join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for o in olds {
-            q = q.bind(*o);
-        }
-        let rows = q.fetch_all(&src).await?;
+        let mut cursor: Option<(String, i64)> = None;
         let mut batch = Vec::with_capacity(BATCH);
-        for r in &rows {
-            bar.add(1);
-            let legacy_id: i64 = r.try_get("id")?;
-            if done.contains(&legacy_id) {
-                report.messages_existing += 1;
-                continue;
+        loop {
+            let (ts, last) = cursor.clone().unwrap_or_else(|| ("1970-01-01 00:00:00".to_string(), 0));
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(cursor.is_some() as i64).bind(ts).bind(last);
+            for o in olds {
+                q = q.bind(*o);
             }
-            let Some(sender) = users.get(&r.try_get::<i64, _>("s")?).copied() else {
-                continue;
-            };
-            let content: Option<String> = r.try_get("content")?;
-            batch.push(ImportMessage {
-                legacy_id,
-                sender,
-                body: content.unwrap_or_default().replace('\0', "\u{fffd}"),
-                created_at: time_or_now(r.try_get("t")?),
-            });
-            if batch.len() == BATCH {
-                store.import_messages(*cid, &batch).await?;
-                report.messages_imported += batch.len() as u64;
-                batch.clear();
+            let rows = q.fetch_all(&src).await?;
+            for r in &rows {
+                bar.add(1);
+                let legacy_id: i64 = r.try_get("id")?;
+                let raw_time: Option<String> = r.try_get("t")?;
+                if let Some(t) = &raw_time {
+                    cursor = Some((t.clone(), legacy_id));
+                }
+                if done.contains(&legacy_id) {
+                    report.messages_existing += 1;
+                    continue;
+                }
+                let Some(sender) = users.get(&r.try_get::<i64, _>("s")?).copied() else {
+                    continue;
+                };
+                let Some(created_at) = raw_time.as_deref().and_then(parse_django_time) else {
+                    report.unparseable("chatapp_message", legacy_id, "timestamp", raw_time);
+                    continue;
+                };
+                let content: Option<String> = r.try_get("content")?;
+                batch.push(ImportMessage {
+                    legacy_id,
+                    sender,
+                    body: content.unwrap_or_default().replace('\0', "\u{fffd}"),
+                    created_at,
+                });
+                if batch.len() == BATCH {
+                    if let Some(st) = &store {
+                        st.import_messages(*cid, &batch).await?;
+                    }
+                    report.messages_imported += batch.len() as u64;
+                    batch.clear();
+                }
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
             }
         }
-        store.import_messages(*cid, &batch).await?;
+        if let Some(st) = &store {
+            st.import_messages(*cid, &batch).await?;
+        }
         report.messages_imported += batch.len() as u64;
     }
-    // Whatever was neither imported nor there before: unknown senders, conversations not imported.
-    report.messages_orphaned = (total as u64).saturating_sub(report.messages_imported + report.messages_existing);
+    // Whatever was neither imported nor there before nor unreadable: unknown senders, conversations
+    // not imported.
+    let unreadable = report.unparseable.iter().filter(|u| u.table == "chatapp_message").count() as u64;
+    report.messages_orphaned =
+        (total as u64).saturating_sub(report.messages_imported + report.messages_existing + unreadable);
     bar.finish();
     Ok(report)
 }

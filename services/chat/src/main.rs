@@ -104,6 +104,7 @@ const SETTINGS: &[Setting] = &[
     Setting::url("DATABASE_URL", "", "postgres://… to keep both stores in PostgreSQL (sslmode, sslrootcert honoured)"),
     Setting::new("DATABASE_SCHEMA_PREFIX", "", "prefix of the PostgreSQL schema names chat_auth and chat_messages"),
     Setting::new("DATABASE_MAX_CONNECTIONS", "10", "pool size per store"),
+    Setting::new("MIGRATE_ON_START", "true", "apply migrations at start (false: only check they were applied)"),
     Setting::new("MESSAGE_STORE_GROUP_COMMIT", "128", "concurrent sends stored in one transaction at most"),
     Setting::url(
         "PRESENCE_STORE_URL",
@@ -132,7 +133,12 @@ fn settings() -> Vec<Setting> {
 fn command(settings: &[Setting]) -> Command {
     let mut subcommands = vec![
         Command::new("migrate").about("Apply the migrations of both stores and exit"),
-        Command::new("openapi").about("Print the OpenAPI document of the whole public API"),
+        Command::new("openapi").about("Print the OpenAPI document of the whole public API").arg(
+            clap::Arg::new("html")
+                .long("html")
+                .action(clap::ArgAction::SetTrue)
+                .help("print the rendered page served at /docs instead of the JSON"),
+        ),
         import::command(),
     ];
     subcommands.extend(chat_auth::operator::commands());
@@ -154,6 +160,10 @@ async fn main() -> ExitCode {
     match sub.as_str() {
         "config" => {
             print!("{}", cli::render_config(&settings));
+            return ExitCode::SUCCESS;
+        }
+        "openapi" if args.get_flag("html") => {
+            print!("{}", chat_common::openapi::docs_page(&openapi()));
             return ExitCode::SUCCESS;
         }
         "openapi" => return cli::print_json(NAME, &openapi()),
@@ -202,7 +212,9 @@ async fn import_django(cfg: &Config, args: &clap::ArgMatches) -> ExitCode {
         },
         None => cfg.db(name),
     };
-    match import::run(&source, &target("IMPORT_AUTH", "auth"), &target("IMPORT_STORE", "messages")).await {
+    let opts = import::Options { dry_run: args.get_flag("dry-run") };
+    match import::run(&source, &target("IMPORT_AUTH", "auth"), &target("IMPORT_STORE", "messages"), &opts).await {
+        Ok(report) if args.get_flag("json") => cli::print_json(NAME, &report),
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS
@@ -262,7 +274,7 @@ async fn run(cfg: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = chat_common::server::public_layers(app);
     let mut checks = chat_auth::ready_checks(&auth);
     checks.extend(chat_message_store::ready_checks(&store));
-    checks.extend(chat_ws_edge::ready_checks(bus));
+    checks.extend(chat_ws_edge::ready_checks(bus, &edge));
     let shutdown = async move {
         chat_common::server::shutdown_signal().await;
         edge.drain().await;

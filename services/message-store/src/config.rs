@@ -64,6 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     Setting::new("DATABASE_SCHEMA", "", "PostgreSQL schema (created if missing)"),
     Setting::new("DATABASE_MAX_CONNECTIONS", "20", "pool size"),
+    Setting::new("MIGRATE_ON_START", "true", "apply migrations at start (false: only check they were applied)"),
     Setting::new("MESSAGE_STORE_GROUP_COMMIT", "128", "concurrent sends stored in one transaction at most"),
     Setting::url("AUTH_URL", "http://127.0.0.1:7081", "auth's internal listener"),
 ];

@@ -56,7 +56,7 @@ pub async fn build(
     verifier: Arc<Verifier>,
     directory: Arc<dyn UserDirectory>,
 ) -> Result<AppState, Error> {
-    let db = Db::connect_and_migrate(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
+    let db = Db::connect_for_serving(db, &MIGRATIONS_PG, &MIGRATIONS_SQLITE).await?;
     db.spawn_pool_metrics("message-store");
     let store = store::Store::new(db);
     let outbox = outbox::Outbox::start(store.clone(), bus);
@@ -107,7 +107,8 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let state = build(&cfg.database, cfg.group_commit, &cfg.limits, bus.clone(), verifier, directory).await?;
     let mut checks = ready_checks(&state);
     checks.push(chat_common::ops::bus_check(bus));
-    checks.push(chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")));
+    // Not auth: cached keys keep verifying through an auth outage, and a readiness that followed
+    // auth's would take every replica out of its Service at once.
     let app = public_router(&state).merge(chat_common::openapi::serve(&openapi()));
     let app = chat_common::server::public_layers(app);
     let internal = chat_common::server::Internal {

@@ -136,6 +136,9 @@ pub struct Hub {
     pub verifier: Arc<Verifier>,
     pub limits: crate::config::Limits,
     next_id: AtomicU64,
+    /// Set when the drain starts: new connections are refused and `/readyz` fails, so load
+    /// balancers move new clients elsewhere while the open ones are closed in batches.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub struct Registration {
@@ -163,7 +166,16 @@ impl Hub {
         verifier: Arc<Verifier>,
         limits: crate::config::Limits,
     ) -> Arc<Hub> {
-        Arc::new(Hub { state: Mutex::default(), bus, subs, store, verifier, limits, next_id: AtomicU64::new(1) })
+        Arc::new(Hub {
+            state: Mutex::default(),
+            bus,
+            subs,
+            store,
+            verifier,
+            limits,
+            next_id: AtomicU64::new(1),
+            draining: Default::default(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

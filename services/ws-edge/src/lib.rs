@@ -106,6 +106,10 @@ async fn upgrade(
     Query(q): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if edge.hub.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Another edge takes it (the gateway retries a 503 on the next one).
+        return ApiError::unavailable("this edge is draining; connect again").into_response();
+    }
     // The header wins over the query parameter.
     let header_token = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -141,6 +145,7 @@ impl Edge {
     /// Closes every connection with 1012, in ten batches spread over the drain window, so clients
     /// do not all reconnect at once. Returns when every connection is gone (or after the window + 5 s).
     pub async fn drain(&self) {
+        self.hub.draining.store(true, std::sync::atomic::Ordering::Relaxed);
         let window = self.hub.limits.drain_window;
         let ids = self.hub.connection_ids();
         tracing::info!(connections = ids.len(), window_ms = window.as_millis() as u64, "draining");
@@ -173,15 +178,9 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     let store = Arc::new(upstream::HttpMessageStore::new(&cfg.message_store_url, &token));
     let presence = Arc::new(upstream::HttpPresence::new(&cfg.presence_url, &token));
     let edge = build(&cfg.edge_id, cfg.limits.clone(), bus.clone(), verifier, store, presence).await;
-    let checks = vec![
-        chat_common::ops::bus_check(bus),
-        chat_common::ops::http_check("auth", format!("{auth}/.well-known/jwks.json")),
-        chat_common::ops::http_check_with(
-            "message-store",
-            format!("{}/internal/v1/ready", cfg.message_store_url.trim_end_matches('/')),
-            Some(token.clone()),
-        ),
-    ];
+    // Readiness is this edge's own: auth and the message-store being down does not take every edge
+    // out of its Service (cached keys keep verifying; sends answer `unavailable` and clients retry).
+    let checks = vec![chat_common::ops::bus_check(bus), draining_check(&edge)];
     let drain_edge = edge.clone();
     let shutdown = async move {
         shutdown.await;
@@ -203,7 +202,16 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()> + 
     .await
 }
 
-/// Readiness checks of an edge composed in-process (the all-in-one binary checks only the bus).
-pub fn ready_checks(bus: Bus) -> Vec<ReadyCheck> {
-    vec![chat_common::ops::bus_check(bus)]
+/// Readiness checks of an edge composed in-process (the all-in-one binary): the bus, and not draining.
+pub fn ready_checks(bus: Bus, edge: &Edge) -> Vec<ReadyCheck> {
+    vec![chat_common::ops::bus_check(bus), draining_check(edge)]
+}
+
+/// Fails from the moment the drain starts, before the first connection is closed.
+fn draining_check(edge: &Edge) -> ReadyCheck {
+    let hub = edge.hub.clone();
+    ReadyCheck::new("draining", move || {
+        let draining = hub.draining.load(std::sync::atomic::Ordering::Relaxed);
+        async move { if draining { Err("draining: closing connections, accepting none".to_string()) } else { Ok(()) } }
+    })
 }

@@ -166,6 +166,14 @@ pub fn parse(cmd: Command, settings: &[Setting]) -> (String, ArgMatches) {
     let defaults =
         settings.iter().filter(|s| !s.default.is_empty()).map(|s| (s.env.to_string(), s.default.to_string())).collect();
     chat_settings::install(given, defaults);
+    // Settings every binary reads deep inside (the HTTP layers) are checked here, where a mistake can
+    // still be one line and exit code 2 instead of a warning and a silent default.
+    if settings.iter().any(|s| s.env == "HTTP_BODY_TIMEOUT_MS")
+        && let Err(e) = crate::config::env_parse::<u64>("HTTP_BODY_TIMEOUT_MS", 10_000)
+    {
+        eprintln!("{name}: {e}");
+        std::process::exit(2);
+    }
     match matches.subcommand() {
         Some((name, sub)) => (name.to_string(), sub.clone()),
         None if matches.get_flag("health-check") => ("health-check".to_string(), matches.clone()),
@@ -192,6 +200,26 @@ pub fn render_config(settings: &[Setting]) -> String {
 pub fn announce(service: &'static str) {
     tracing::info!(service, version = VERSION, revision = REVISION, "starting");
     metrics::gauge!("build_info", "service" => service, "version" => VERSION, "revision" => REVISION).set(1.0);
+    raise_open_files_limit();
+}
+
+/// Raises the soft open-files limit to the hard one: every WebSocket, upstream and database
+/// connection is a descriptor, and container runtimes often start processes at a soft 1,024.
+/// The limit reached is logged and exported as `process_open_files_limit`.
+pub fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open files limit");
+            metrics::gauge!("process_open_files_limit").set(limit as f64);
+            if limit < 4096 {
+                tracing::warn!(
+                    limit,
+                    "the open files limit is low: raise the hard limit (ulimit -Hn, compose ulimits)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
 
 /// A username argument for the account commands.

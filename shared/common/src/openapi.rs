@@ -75,21 +75,155 @@ pub fn finish(mut doc: OpenApi, title: &str) -> OpenApi {
     doc.info.title = title.to_string();
     doc.info.version = "1".to_string();
     doc.info.description = Some("Chat API v1: the public contract (this document; the WebSocket protocol: docs/websocket.md). WebSocket: `GET /v1/ws`.".into());
+    // The project's own metadata, not the generator's crate defaults.
+    doc.info.contact = Some(
+        utoipa::openapi::ContactBuilder::new()
+            .name(Some("chat-backend maintainers"))
+            .url(Some("https://example.invalid/chat-backend"))
+            .build(),
+    );
+    doc.info.license =
+        Some(utoipa::openapi::LicenseBuilder::new().name("Apache-2.0").identifier(Some("Apache-2.0")).build());
     let components = doc.components.get_or_insert_with(Default::default);
     components.schemas.insert("Problem".into(), <Problem as utoipa::PartialSchema>::schema());
     components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     doc
 }
 
-/// `GET /openapi.json`, serving `doc` as rendered once at start.
+/// `GET /openapi.json` and its rendered page `GET /docs`, both made once at start.
 pub fn serve(doc: &OpenApi) -> Router {
     let json = doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     let body = axum::body::Bytes::from(json);
-    Router::new().route(
-        "/openapi.json",
-        get(move || {
-            let body = body.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
-        }),
-    )
+    let page = axum::body::Bytes::from(docs_page(doc));
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let body = body.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
+        .route(
+            "/docs",
+            get(move || {
+                let page = page.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }
+            }),
+        )
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A schema's name when it is a reference, else its JSON.
+fn schema_text(schema: &serde_json::Value) -> String {
+    match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or(r);
+            format!("<a href=\"#schema-{0}\">{0}</a>", escape(name))
+        }
+        None => format!("<code>{}</code>", escape(&schema.to_string())),
+    }
+}
+
+/// The document as one self-contained HTML page (no scripts, nothing fetched): every operation
+/// with its parameters, body and answers, then every schema. Served at `/docs`.
+pub fn docs_page(doc: &OpenApi) -> String {
+    use std::fmt::Write;
+    let v = serde_json::to_value(doc).unwrap_or_default();
+    let info = &v["info"];
+    let title = escape(info["title"].as_str().unwrap_or("API"));
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\n<style>\
+         body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}}\
+         h2{{border-bottom:1px solid #ccc}}.op{{margin:1.5rem 0}}.m{{font-weight:bold;text-transform:uppercase;\
+         display:inline-block;min-width:4.5rem}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;\
+         padding:.2rem .5rem;text-align:left;vertical-align:top}}pre{{background:#f6f6f6;padding:.5rem;overflow:auto}}\
+         </style></head><body>\n<h1>{title} <small>{}</small></h1>\n<p>{}</p>\n<p>Licence: {}. Machine-readable: \
+         <a href=\"openapi.json\">openapi.json</a>.</p>\n<h2>Operations</h2>\n",
+        escape(info["version"].as_str().unwrap_or("")),
+        escape(info["description"].as_str().unwrap_or("")),
+        escape(info["license"]["name"].as_str().unwrap_or("")),
+    );
+    if let Some(paths) = v["paths"].as_object() {
+        for (path, item) in paths {
+            let Some(ops) = item.as_object() else { continue };
+            for (method, op) in ops {
+                let _ = writeln!(
+                    h,
+                    "<div class=\"op\" id=\"{}\"><h3><span class=\"m\">{}</span> <code>{}</code></h3>",
+                    escape(op["operationId"].as_str().unwrap_or("")),
+                    escape(method),
+                    escape(path)
+                );
+                for key in ["summary", "description"] {
+                    if let Some(t) = op[key].as_str() {
+                        let _ = writeln!(h, "<p>{}</p>", escape(t));
+                    }
+                }
+                if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                    h.push_str("<p>Needs <code>Authorization: Bearer &lt;access token&gt;</code>.</p>\n");
+                }
+                if let Some(params) = op["parameters"].as_array().filter(|p| !p.is_empty()) {
+                    h.push_str("<table><tr><th>parameter</th><th>in</th><th>required</th><th>description</th></tr>\n");
+                    for p in params {
+                        let _ = writeln!(
+                            h,
+                            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                            escape(p["name"].as_str().unwrap_or("")),
+                            escape(p["in"].as_str().unwrap_or("")),
+                            p["required"].as_bool().unwrap_or(false),
+                            escape(p["description"].as_str().unwrap_or(""))
+                        );
+                    }
+                    h.push_str("</table>\n");
+                }
+                if let Some(content) = op["requestBody"]["content"].as_object() {
+                    for (ty, c) in content {
+                        let _ = writeln!(h, "<p>Body ({}): {}</p>", escape(ty), schema_text(&c["schema"]));
+                    }
+                }
+                if let Some(responses) = op["responses"].as_object() {
+                    h.push_str("<table><tr><th>status</th><th>meaning</th><th>body</th></tr>\n");
+                    for (status, r) in responses {
+                        let body = r["content"]
+                            .as_object()
+                            .and_then(|c| c.values().next())
+                            .map(|c| schema_text(&c["schema"]))
+                            .unwrap_or_default();
+                        let _ = writeln!(
+                            h,
+                            "<tr><td>{}</td><td>{}</td><td>{body}</td></tr>",
+                            escape(status),
+                            escape(r["description"].as_str().unwrap_or(""))
+                        );
+                    }
+                    h.push_str("</table>\n");
+                }
+                h.push_str("</div>\n");
+            }
+        }
+    }
+    h.push_str("<h2>Schemas</h2>\n");
+    if let Some(schemas) = v["components"]["schemas"].as_object() {
+        for (name, schema) in schemas {
+            let pretty = serde_json::to_string_pretty(schema).unwrap_or_default();
+            let _ = writeln!(h, "<h3 id=\"schema-{0}\">{0}</h3>\n<pre>{1}</pre>", escape(name), escape(&pretty));
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
 }

@@ -30,6 +30,11 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database schema is behind this version (missing migrations {0}) and MIGRATE_ON_START is false: \
+         run the `migrate` subcommand (or the migration Job) first"
+    )]
+    Behind(String),
 }
 
 /// How to connect: the URL, an optional PostgreSQL schema (created if missing, then used as the
@@ -64,7 +69,16 @@ impl Db {
             // Create the schema once on a plain connection before the pool sets it as search path.
             let opts = AnyConnectOptions::from_str(&cfg.url)?;
             let pool = AnyPoolOptions::new().max_connections(1).connect_with(opts).await?;
-            pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))).await?;
+            // Only when it is missing: a least-privilege role owns its schema but may not create
+            // schemas in the database, and PostgreSQL checks that right before `IF NOT EXISTS`.
+            let exists = sqlx::query("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+                .bind(s.as_str())
+                .fetch_optional(&pool)
+                .await?
+                .is_some();
+            if !exists {
+                pool.execute(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))).await?;
+            }
             pool.close().await;
         }
         let opts = AnyConnectOptions::from_str(&cfg.url)?;
@@ -216,6 +230,26 @@ impl From<StoreError> for chat_common::ApiError {
 }
 
 impl Db {
+    /// Connects for serving: applies the migrations when `MIGRATE_ON_START` is true (the default),
+    /// else only checks that every migration of this version has been applied (deployments that run
+    /// DDL from a migration Job alone, with an application role that may not change the schema).
+    pub async fn connect_for_serving(cfg: &DbConfig, postgres: &Migrator, sqlite: &Migrator) -> Result<Db, DbError> {
+        let migrate =
+            chat_common::config::env_parse("MIGRATE_ON_START", true).map_err(|e| DbError::BadUrl(e.to_string()))?;
+        if migrate {
+            return Db::connect_and_migrate(cfg, postgres, sqlite).await;
+        }
+        let db = Db::connect(cfg).await?;
+        let migrator = if db.backend == Backend::Postgres { postgres } else { sqlite };
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default();
+        let missing: Vec<String> =
+            migrator.iter().filter(|m| !applied.contains(&m.version)).map(|m| m.version.to_string()).collect();
+        if missing.is_empty() { Ok(db) } else { Err(DbError::Behind(missing.join(", "))) }
+    }
+
     /// Connects and applies the migrations (the `migrate` subcommand of the services).
     pub async fn connect_and_migrate(cfg: &DbConfig, postgres: &Migrator, sqlite: &Migrator) -> Result<Db, DbError> {
         let db = Db::connect(cfg).await?;

@@ -61,11 +61,22 @@ pub fn init_tracing(service: &str, format: LogFormat) -> TelemetryGuard {
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
     let registry = tracing_subscriber::registry().with(otel_layer);
+    // Log lines go to stderr: stdout stays for what a command prints (`config`, `openapi`, the
+    // importer's `--json` report), and container runtimes collect both.
     let result = match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_filter(filter))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_filter(filter),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact().with_filter(filter)).try_init(),
+        LogFormat::Pretty => {
+            registry.with(fmt::layer().compact().with_writer(std::io::stderr).with_filter(filter)).try_init()
+        }
     };
     if result.is_ok() {
         OTEL_ON.store(provider.is_some(), Ordering::Relaxed);

@@ -519,6 +519,14 @@ impl Cluster {
         }
     }
 
+    /// SIGKILLs auth (index 0 of `procs`; the entry stays, its process is gone).
+    pub async fn kill_auth(&mut self) {
+        if let Some(pid) = self.procs[0].pid() {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     /// SIGKILLs the message-store (index 1 of `procs`).
     pub async fn kill_store(&mut self) {
         self.procs.remove(1).kill().await;
@@ -900,8 +908,8 @@ pub async fn start_nginx(c: &Cluster) -> Nginx {
         .replace("${AUTH_UPSTREAM}", &c.auth)
         .replace("${MESSAGE_STORE_UPSTREAM}", &c.store)
         .replace("${PRESENCE_UPSTREAM}", &c.presence)
-        .replace("${WS_EDGE_1_UPSTREAM}", &c.edges[0])
-        .replace("${WS_EDGE_2_UPSTREAM}", &c.edges[1])
+        // Two local edges on their own ports: one server line each.
+        .replace("${WS_EDGE_UPSTREAM}", &format!("{};\n    server {}", c.edges[0], c.edges[1]))
         .replace("${GATEWAY_LISTEN}", &addr)
         .replace("${GATEWAY_DOCS_ROOT}", &repo_path("deploy/openapi"))
         .replace("${GATEWAY_WEB_ROOT}", &repo_path("web"))

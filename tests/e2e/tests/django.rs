@@ -134,17 +134,27 @@ async fn add_fixture_message(url: &str) {
 }
 
 fn import(source: &str, env: &[(&str, String)]) -> String {
+    import_with(source, env, &[])
+}
+
+fn import_with(source: &str, env: &[(&str, String)], flags: &[&str]) -> String {
     let out = std::process::Command::new(binary("chat"))
         .arg("import-django")
         .arg(source)
+        .args(flags)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("LOG_FORMAT", "pretty")
         .output()
         .expect("run chat import-django");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "import failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Not a terminal here: plain progress lines (with the rate once there is one), then a summary.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("messages") && stderr.contains('#'), "a progress bar on stderr: {stderr}");
+    assert!(
+        stderr.contains("messages: 0/") && stderr.contains("messages: ") && stderr.contains(" done in "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\r'), "no terminal redraws into a log: {stderr}");
     stdout
 }
 
@@ -343,4 +353,48 @@ async fn import_into_sqlite_and_chat_across_dialects() {
     create_fixture(&source, false).await;
     let env = [("CHAT_DATA_DIR", aio.data_dir.0.display().to_string())];
     migrate_and_chat(&aio.api(), &aio.ws(), &source, &env, None).await;
+}
+
+/// `--dry-run` reads and checks everything and writes nothing; `--json` is the report for scripts; a
+/// row whose timestamp cannot be read is counted and listed, and not imported with the import's time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_json_report_and_unreadable_rows() {
+    let dir = tempdir::Dir::new("django");
+    let source = format!("sqlite://{}?mode=rwc", dir.0.join("db.sqlite3").display());
+    create_fixture(&source, false).await;
+    let pool = AnyPoolOptions::new().max_connections(1).connect(&source).await.unwrap();
+    sqlx::query(
+        "INSERT INTO chatapp_message (id, conversation_id, sender_id, content, timestamp) \
+         VALUES (200, 11, 1, 'when was this?', 'yesterday-ish')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A long history with many equal timestamps: read in pages by (timestamp, id), none lost or doubled.
+    sqlx::query(
+        "INSERT INTO chatapp_message (id, conversation_id, sender_id, content, timestamp) \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+         SELECT 1000 + i, 11, 1 + (i % 3), 'bulk ' || i, '2024-06-01 00:00:' || printf('%02d', i % 60) || '.000000' FROM n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let target = tempdir::Dir::new("target");
+    let env = [("CHAT_DATA_DIR", target.0.display().to_string())];
+
+    let dry: Value = serde_json::from_str(&import_with(&source, &env, &["--dry-run", "--json"])).expect("JSON report");
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!((dry["users_imported"].as_u64(), dry["messages_imported"].as_u64()), (Some(3), Some(2506)), "{dry}");
+    assert_eq!((dry["conversations_direct"].as_u64(), dry["conversations_merged"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(dry["unparseable_count"], 1, "{dry}");
+    assert_eq!(dry["unparseable"][0]["id"], 200);
+    assert_eq!(dry["unparseable"][0]["value"], "yesterday-ish");
+    assert!(std::fs::read_dir(&target.0).unwrap().next().is_none(), "a dry run writes nothing");
+
+    let real: Value = serde_json::from_str(&import_with(&source, &env, &["--json"])).expect("JSON report");
+    assert_eq!((real["dry_run"].as_bool(), real["messages_imported"].as_u64()), (Some(false), Some(2506)), "{real}");
+    assert_eq!(real["messages_orphaned"], 0, "the unreadable row is listed, not counted as orphaned");
+    assert_eq!(real["unparseable"][0]["table"], "chatapp_message");
+    let text = import(&source, &env);
+    assert!(text.contains("unparseable:   1 rows") && text.contains("chatapp_message id 200"), "{text}");
 }

@@ -240,3 +240,48 @@ async fn edge_sigterm_under_load_drains_with_1012_and_loses_nothing() {
     r.assert_clean("ws-edge SIGTERM");
     assert!(r.close_codes.contains(&1012), "drained connections closed with 1012: {:?}", r.close_codes);
 }
+
+/// The drain starts by leaving the load balancer: from SIGTERM on, the edge's `/readyz` fails and new
+/// upgrades get 503 (the gateway retries them on another edge) while open connections are still
+/// being closed in batches. Its readiness does not follow auth: auth down leaves the edge ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_edge_turns_unready_and_refuses_new_connections_first() {
+    let drain = [("CHAT_DRAIN_WINDOW_MS", "4000".to_string())];
+    let mut c = Cluster::start(&require_redis().await, 1, &drain).await;
+    let api = c.api();
+    let mut users = Vec::new();
+    for _ in 0..12 {
+        users.push(api.register(&unique("drain")).await);
+    }
+    let mut open = Vec::new();
+    for u in &users[..11] {
+        let mut ws = Ws::connect(&c.edge_ws(0), &u.token, "").await;
+        ws.next(WAIT).await;
+        open.push(ws);
+    }
+    // Auth down: the edge stays ready (it verifies with the keys it holds).
+    c.kill_auth().await;
+    assert_eq!(readyz(&c.edge_admins[0]).await, 200, "an edge's readiness is its own");
+
+    let edge = c.take_edge(0);
+    let pid = edge.pid().expect("pid").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(readyz(&c.edge_admins[0]).await, 503, "unready as soon as the drain starts");
+    let url = format!("{}/v1/ws?access_token={}", c.edge_ws(0), users[11].token);
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a draining edge must refuse the upgrade with 503, got {:?}", other.map(|_| "a connection")),
+    }
+    // With ten batches over 4 s, most connections are still open at this point.
+    let mut still_open = 0;
+    for ws in &mut open {
+        if tokio::time::timeout(Duration::from_millis(20), futures_util::StreamExt::next(&mut ws.stream)).await.is_err()
+        {
+            still_open += 1;
+        }
+    }
+    assert!(still_open >= 5, "the drain spreads its closes (open after 300 ms: {still_open} of 11)");
+    let status = edge.terminate().await;
+    assert!(status.success(), "{status:?}");
+}

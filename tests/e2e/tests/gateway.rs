@@ -25,6 +25,11 @@ async fn the_public_api_through_nginx() {
     for path in ["/v1/auth/login", "/v1/conversations/{cid}/messages", "/v1/presence"] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
+    // And rendered for people at /docs on the same origin.
+    let (s, page) = api.call("GET", "/docs", None, None).await;
+    assert_eq!(s, 200);
+    let page = page.as_str().expect("HTML page").to_string();
+    assert!(page.starts_with("<!doctype html>") && page.contains("/v1/conversations/{cid}/messages"), "{page:.200}");
     // Internal routes are never routed; unknown paths are problem details.
     let (s, v) = api.call("POST", "/internal/v1/users/lookup", None, Some(json!({"ids": [a.id]}))).await;
     assert_eq!(s, 404);

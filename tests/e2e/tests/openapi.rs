@@ -28,6 +28,18 @@ fn committed_document_matches_the_code() {
          `cargo run -p chat -- openapi > deploy/openapi/openapi.json`"
     );
     assert_eq!(generated["openapi"], "3.1.0");
+    // The project's own metadata, not the generator's.
+    assert_eq!(generated["info"]["license"]["identifier"], "Apache-2.0");
+    assert_eq!(generated["info"]["contact"]["name"], "chat-backend maintainers");
+
+    let out = std::process::Command::new(binary("chat")).args(["openapi", "--html"]).output().expect("chat openapi");
+    assert!(out.status.success());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/openapi/docs.html");
+    assert!(
+        std::fs::read(path).ok().as_deref() == Some(&out.stdout[..]),
+        "deploy/openapi/docs.html is stale: regenerate it with \
+         `cargo run -p chat -- openapi --html > deploy/openapi/docs.html`"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +58,9 @@ async fn every_service_serves_its_document_and_the_merge_is_their_union() {
     let aio = AllInOne::start(&[]).await;
     let (s, merged) = aio.api().call("GET", "/openapi.json", None, None).await;
     assert_eq!(s, 200);
+    let (s, page) = aio.api().call("GET", "/docs", None, None).await;
+    assert_eq!(s, 200, "the rendered page on the public origin");
+    assert!(page.as_str().is_some_and(|p| p.contains("POST") && p.contains("/v1/auth/register")));
     assert_eq!(operations(&merged), union, "the merged document is the union of the services'");
     // Every public REST route of the contract is there.
     for op in [

@@ -172,8 +172,10 @@ async fn every_binary_has_a_command_line_that_never_starts_a_server_by_mistake()
 /// nothing falls back silently (an unknown database scheme is not SQLite).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_mistakes_stop_the_process_naming_the_variable() {
-    let cases: [(&str, &str, String); 5] = [
+    let cases: [(&str, &str, String); 7] = [
         ("chat", "DATABASE_URL", "mysql://root:pw@db/chat".to_string()),
+        ("chat", "HTTP_BODY_TIMEOUT_MS", "ten seconds".to_string()),
+        ("chat-message-store", "HTTP_BODY_TIMEOUT_MS", "-1".to_string()),
         ("chat", "PRESENCE_STORE_URL", "memcached://cache".to_string()),
         ("chat-presence", "PRESENCE_STORE_URL", "memcached://cache".to_string()),
         ("chat-ws-edge", "CHAT_HEARTBEAT_INTERVAL_MS", "soon".to_string()),
@@ -334,4 +336,31 @@ async fn build_info_is_exported() {
     let line = text.lines().find(|l| l.starts_with("build_info{")).unwrap_or_else(|| panic!("no build_info: {text}"));
     assert!(line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{line}");
     assert!(line.contains("revision=") && line.contains("service=\"chat\"") && line.ends_with(" 1"), "{line}");
+}
+
+/// `MIGRATE_ON_START=false`: a service on a schema its migrations have not reached refuses to start
+/// and says how to fix it; after `migrate` it serves. (Deployments whose application role may not
+/// change the schema run DDL from the migration Job alone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_start_false_waits_for_the_migrate_step() {
+    let pg = require_postgres().await;
+    let schema = unique("mig");
+    let env = vec![
+        ("DATABASE_URL", pg),
+        ("DATABASE_SCHEMA", schema),
+        ("MIGRATE_ON_START", "false".to_string()),
+        ("AUTH_KEY_ENCRYPTION_KEY", KEY_ENCRYPTION_KEY.to_string()),
+        ("CHAT_INTERNAL_TOKEN", "internal-token-that-is-long-enough-0123456789".to_string()),
+        ("AUTH_LISTEN", free_addr()),
+        ("AUTH_INTERNAL_LISTEN", free_addr()),
+        ("AUTH_ADMIN_LISTEN", free_addr()),
+    ];
+    let (code, _, err, _) = run_in_empty_dir("chat-auth", &[], &env).await;
+    assert_ne!(code, 0, "started on an unmigrated schema");
+    assert!(err.contains("MIGRATE_ON_START") && err.contains("migrate"), "{err}");
+    let (code, _, err, _) = run_in_empty_dir("chat-auth", &["migrate"], &env).await;
+    assert_eq!(code, 0, "{err}");
+    let admin = env.iter().find(|(k, _)| *k == "AUTH_ADMIN_LISTEN").unwrap().1.clone();
+    let _auth = Proc::spawn("chat-auth", &env);
+    wait_ready("chat-auth", &admin).await;
 }

@@ -40,7 +40,7 @@ docker-compose -f docker-compose.yml --profile nats --profile observability conf
 echo "docker-compose.yml valid (default, nats and observability profiles)"
 
 log "Dockerfiles"
-for f in services/*/Dockerfile; do hadolint "$f"; done
+for f in services/*/Dockerfile deploy/docker/*.Dockerfile deploy/local-images/*.Dockerfile; do hadolint "$f"; done
 echo "hadolint clean"
 
 log "Prometheus rules and config, Grafana dashboard"
@@ -80,7 +80,7 @@ print(f"alerts: {len(alerts)}, each with its runbook section")
 PY
 
 log "shell and YAML"
-shellcheck scripts/*.sh .ci/run
+shellcheck scripts/*.sh .ci/run deploy/local-images/*.sh
 yamllint -s docker-compose.yml k8s deploy
 echo "shellcheck and yamllint clean"
 

@@ -36,7 +36,8 @@ done
 
 log "docker-compose"
 docker-compose -f docker-compose.yml config -q
-docker-compose -f docker-compose.yml --profile nats --profile observability config -q
+docker-compose -f docker-compose.yml --profile nats --profile observability --profile single config -q
+for env in deploy/compose/*.env; do docker-compose -f docker-compose.yml --env-file "$env" config -q; done
 echo "docker-compose.yml valid (default, nats and observability profiles)"
 
 log "Dockerfiles"
@@ -77,6 +78,15 @@ assert len(urls) == len(alerts), f"{len(alerts)} alerts, {len(urls)} runbook_url
 missing = [u for u in urls if u not in anchors]
 assert not missing, f"runbook sections missing from docs/operations.md: {missing}"
 print(f"alerts: {len(alerts)}, each with its runbook section")
+
+# The Kubernetes monitoring component carries the same rules and dashboard as compose.
+import yaml
+rule = yaml.safe_load(open("k8s/components/monitoring/prometheusrule.yaml"))
+assert rule["spec"] == yaml.safe_load(open("deploy/prometheus/alerts.yml")), \
+    "k8s/components/monitoring/prometheusrule.yaml differs from deploy/prometheus/alerts.yml"
+assert open("k8s/components/monitoring/chat.json").read() == open("deploy/grafana/dashboards/chat.json").read(), \
+    "k8s/components/monitoring/chat.json differs from deploy/grafana/dashboards/chat.json"
+print("monitoring component: same rules and dashboard as compose")
 PY
 
 log "shell and YAML"

@@ -126,6 +126,21 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// Escaped text with `code spans` set as code (the descriptions are written that way).
+fn prose(s: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in escape(s).split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str("<code>");
+            out.push_str(part);
+            out.push_str("</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// A schema's name when it is a reference, else its JSON.
 fn schema_text(schema: &serde_json::Value) -> String {
     match schema.get("$ref").and_then(|r| r.as_str()) {
@@ -155,7 +170,7 @@ pub fn docs_page(doc: &OpenApi) -> String {
          </style></head><body>\n<h1>{title} <small>{}</small></h1>\n<p>{}</p>\n<p>Licence: {}. Machine-readable: \
          <a href=\"openapi.json\">openapi.json</a>.</p>\n<h2>Operations</h2>\n",
         escape(info["version"].as_str().unwrap_or("")),
-        escape(info["description"].as_str().unwrap_or("")),
+        prose(info["description"].as_str().unwrap_or("")),
         escape(info["license"]["name"].as_str().unwrap_or("")),
     );
     if let Some(paths) = v["paths"].as_object() {
@@ -171,7 +186,7 @@ pub fn docs_page(doc: &OpenApi) -> String {
                 );
                 for key in ["summary", "description"] {
                     if let Some(t) = op[key].as_str() {
-                        let _ = writeln!(h, "<p>{}</p>", escape(t));
+                        let _ = writeln!(h, "<p>{}</p>", prose(t));
                     }
                 }
                 if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
@@ -186,7 +201,7 @@ pub fn docs_page(doc: &OpenApi) -> String {
                             escape(p["name"].as_str().unwrap_or("")),
                             escape(p["in"].as_str().unwrap_or("")),
                             p["required"].as_bool().unwrap_or(false),
-                            escape(p["description"].as_str().unwrap_or(""))
+                            prose(p["description"].as_str().unwrap_or(""))
                         );
                     }
                     h.push_str("</table>\n");
@@ -208,7 +223,7 @@ pub fn docs_page(doc: &OpenApi) -> String {
                             h,
                             "<tr><td>{}</td><td>{}</td><td>{body}</td></tr>",
                             escape(status),
-                            escape(r["description"].as_str().unwrap_or(""))
+                            prose(r["description"].as_str().unwrap_or(""))
                         );
                     }
                     h.push_str("</table>\n");

@@ -16,23 +16,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/chat-backend-target}"
 log() { printf '== %s\n' "$*"; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
-ensure_engine() {
-  docker info >/dev/null 2>&1 && return 0
-  if ! have dockerd; then
-    log "installing Docker (Debian's docker.io)"
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
-  fi
-  docker info >/dev/null 2>&1 && return 0
-  log "starting dockerd"
-  nohup dockerd >/var/log/chat-dockerd.log 2>&1 &
-  for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  echo "the Docker engine did not start: see /var/log/chat-dockerd.log" >&2
-  return 1
-}
 
 compose() {
   if docker compose version >/dev/null 2>&1; then
@@ -43,7 +26,7 @@ compose() {
   fi
 }
 
-ensure_engine
+bash scripts/docker-engine.sh
 
 # Concurrent runs (the two compose tests) make the same images: one at a time.
 exec 9>"${TMPDIR:-/tmp}/chat-compose-up.lock"

@@ -134,19 +134,8 @@ ensure_nats
 # The compose tests (tests/e2e/tests/compose.rs) need a Docker engine: Debian's docker.io, started
 # here when it is not running. Base images that cannot be pulled are made locally by
 # scripts/compose-up.sh (scripts/local-images.sh), which the tests call.
-ensure_docker() {
-  docker info >/dev/null 2>&1 && return 0
-  have dockerd || apt_install docker.io
-  have mmdebstrap || apt_install mmdebstrap
-  log "starting the Docker engine"
-  nohup dockerd >/var/log/chat-dockerd.log 2>&1 &
-  for _ in $(seq 1 60); do
-    docker info >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  echo "WARNING: the Docker engine did not start (see /var/log/chat-dockerd.log): the compose tests will fail" >&2
-}
-ensure_docker
+have mmdebstrap || apt_install mmdebstrap
+bash scripts/docker-engine.sh || echo "WARNING: no Docker engine: the compose tests will fail" >&2
 
 # The gateway end-to-end test runs Debian's nginx with the compose configuration.
 have nginx || [ -x /usr/sbin/nginx ] || apt_install nginx-light

@@ -730,13 +730,22 @@ async fn a_leaked_key_stops_verifying_after_rotate_key_retire_previous() {
     assert!(refused("/v1/conversations".into()).await, "message-store still trusts the withdrawn key");
     let presence = format!("/v1/presence?user_ids={}", victim.id);
     assert!(refused(presence).await, "presence still trusts the withdrawn key");
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "{}/v1/ws",
-        c.edge_ws(0)
-    ))
-    .unwrap();
-    req.headers_mut().insert("authorization", format!("Bearer {forged}").parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(req).await.is_err(), "the edge still trusts the withdrawn key");
+    // The edge refreshes on its own schedule too: poll it like the others.
+    let mut edge_refused = false;
+    for _ in 0..100 {
+        let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}/v1/ws",
+            c.edge_ws(0)
+        ))
+        .unwrap();
+        req.headers_mut().insert("authorization", format!("Bearer {forged}").parse().unwrap());
+        if tokio_tungstenite::connect_async(req).await.is_err() {
+            edge_refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(edge_refused, "the edge still trusts the withdrawn key");
     // Logging in again gives a token of the new key that works.
     let (st, v) = api
         .call("POST", "/v1/auth/login", None, Some(json!({"username": victim.username, "password": "correct horse 1"})))
